@@ -1,0 +1,33 @@
+"""Where a dataset named in a config lives: bundled in the package, or downloaded and cached."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+BUNDLED_ROOT = Path(__file__).resolve().parent / "bundled"
+BUNDLED = ("nations", "kinships", "umls")
+"""Shipped with the package (from the pykeen 1.11.1 wheel; Kok and Domingos, 2007)."""
+
+
+def resolve_dataset(name: str, url: str | None = None) -> Path:
+    """The local folder of dataset ``name``, downloading and verifying it on first use.
+
+    Args:
+        name: a bundled name (``nations``, ``kinships``, ``umls``) or a downloadable one
+            (see :data:`lightning_kge.data.download.DATASETS`).
+        url: base URL overriding the download source (downloadable datasets only).
+
+    Example:
+        >>> resolve_dataset("nations").name
+        'nations'
+    """
+    if name in BUNDLED:
+        if url is not None:
+            raise ValueError(f"dataset {name!r} is bundled with the package; data.url must be null")
+        return BUNDLED_ROOT / name
+    from lightning_kge.data.download import DATASETS, fetch_dataset
+
+    if name not in DATASETS:
+        known = ", ".join(sorted((*BUNDLED, *DATASETS)))
+        raise ValueError(f"unknown dataset {name!r}; known: {known} (or give data.path=FOLDER)")
+    return fetch_dataset(name, url=url)

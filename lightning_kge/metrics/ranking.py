@@ -1,0 +1,140 @@
+"""Filtered ranking: tie-aware ranks (functional) and a TorchMetrics class with sum states."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import torch
+from torch import Tensor
+from torchmetrics import Metric
+
+Ties = Literal["realistic", "optimistic", "pessimistic"]
+SIDES = ("head", "tail")
+
+
+def filtered_ranks(
+    scores: Tensor,
+    targets: Tensor,
+    filter_rows: Tensor | None = None,
+    filter_cols: Tensor | None = None,
+    ties: Ties = "realistic",
+) -> Tensor:
+    """Rank of each target among all candidates, after removing the other true candidates.
+
+    The target's score is read from the same row of ``scores`` it is ranked in. Filtered
+    candidates (other true answers) get ``−∞``; the target itself is never filtered. With ties,
+    ``optimistic`` = 1 + #higher, ``pessimistic`` = #higher + #equal (the target included), and
+    ``realistic`` their mean.
+
+    Args:
+        scores: ``(B, E)``, higher is better.
+        targets: ``(B,)`` the true candidate of each row.
+        filter_rows, filter_cols: pairs ``(row, candidate)`` to filter (may include the target).
+        ties: ``realistic`` (default), ``optimistic`` or ``pessimistic``.
+
+    Returns:
+        ``(B,)`` float ranks, 1 is best.
+
+    Example:
+        >>> scores = torch.tensor([[0.9, 0.5, 0.5, 0.1]])
+        >>> filtered_ranks(scores, torch.tensor([1])).tolist()
+        [2.5]
+        >>> filtered_ranks(scores, torch.tensor([1]), torch.tensor([0, 0]), torch.tensor([0, 1])).tolist()
+        [1.5]
+    """
+    rows = torch.arange(scores.shape[0], device=scores.device)
+    target_scores = scores[rows, targets].unsqueeze(1)
+    if filter_rows is not None and filter_rows.numel():
+        keep = filter_cols != targets[filter_rows]
+        scores = scores.index_put((filter_rows[keep], filter_cols[keep]), torch.tensor(float("-inf"), dtype=scores.dtype, device=scores.device))
+    higher = (scores > target_scores).sum(dim=1).to(torch.float64)
+    if ties == "optimistic":
+        return higher + 1
+    at_least = (scores >= target_scores).sum(dim=1).to(torch.float64)
+    if ties == "pessimistic":
+        return at_least
+    if ties == "realistic":
+        return (higher + 1 + at_least) / 2
+    raise ValueError(f"ties must be 'realistic', 'optimistic' or 'pessimistic', got {ties!r}")
+
+
+class RankingMetrics(Metric):
+    """MRR, MR and Hits@k of filtered ranks, per prediction side and per relation.
+
+    States are sums indexed ``[side, relation]`` (``side`` 0 = head, 1 = tail), reduced by
+    ``sum`` across processes, so the result is exact under DDP as long as each query is
+    counted by exactly one process. :meth:`compute` returns the mean over both sides
+    (``mrr``, ``mr``, ``hits@k``) and each side (``head/mrr``, ``tail/hits@10``, …).
+
+    Args:
+        num_relations: ``R``; per-relation sums allow the breakdowns by relation.
+        hits_at: the ``k`` of Hits@k.
+
+    Example:
+        >>> metric = RankingMetrics(num_relations=1, hits_at=(1,))
+        >>> metric.update(torch.tensor([1.0, 4.0]), torch.tensor([0, 0]), side="tail")
+        >>> metric.update(torch.tensor([2.0]), torch.tensor([0]), side="head")
+        >>> {k: round(float(v), 4) for k, v in metric.compute().items()}
+        {'mrr': 0.5833, 'mr': 2.3333, 'hits@1': 0.3333, 'head/mrr': 0.5, 'head/mr': 2.0, 'head/hits@1': 0.0, 'tail/mrr': 0.625, 'tail/mr': 2.5, 'tail/hits@1': 0.5}
+    """
+
+    full_state_update = False
+    higher_is_better = True
+
+    def __init__(self, num_relations: int, hits_at: tuple[int, ...] = (1, 3, 10)) -> None:
+        super().__init__()
+        self.num_relations = num_relations
+        self.hits_at = tuple(hits_at)
+        shape = (len(SIDES), num_relations)
+        dtype = torch.float64
+        self.add_state("count", torch.zeros(shape, dtype=dtype), dist_reduce_fx="sum")
+        self.add_state("reciprocal_sum", torch.zeros(shape, dtype=dtype), dist_reduce_fx="sum")
+        self.add_state("rank_sum", torch.zeros(shape, dtype=dtype), dist_reduce_fx="sum")
+        self.add_state("hits", torch.zeros(*shape, len(self.hits_at), dtype=dtype), dist_reduce_fx="sum")
+
+    def update(self, ranks: Tensor, relations: Tensor, side: str) -> None:
+        """Add filtered ``ranks (B,)`` of queries with ``relations (B,)`` on ``side`` (head/tail)."""
+        s = SIDES.index(side)
+        ranks = ranks.to(torch.float64)
+        self.count[s].index_add_(0, relations, torch.ones_like(ranks))
+        self.reciprocal_sum[s].index_add_(0, relations, 1.0 / ranks)
+        self.rank_sum[s].index_add_(0, relations, ranks)
+        hits = (ranks[:, None] <= torch.tensor(self.hits_at, device=ranks.device)).to(torch.float64)
+        self.hits[s].index_add_(0, relations, hits)
+
+    def compute(self) -> dict[str, Tensor]:
+        result = self._summarise(slice(None), slice(None), "")
+        for s, side in enumerate(SIDES):
+            result.update(self._summarise(s, slice(None), f"{side}/"))
+        return result
+
+    def compute_by_group(self, groups: Tensor, names: tuple[str, ...]) -> dict[str, Tensor]:
+        """MRR and Hits@k per group of relations (e.g. relation categories), both sides.
+
+        Args:
+            groups: ``(R,)`` group index of each relation.
+            names: the name of each group index; keys are ``{name}/mrr``, ``{name}/hits@k``.
+        """
+        result = {}
+        for g, name in enumerate(names):
+            members = (groups == g).to(self.count.device)
+            if self.count[:, members].sum() > 0:
+                result.update(self._summarise(slice(None), members, f"{name}/"))
+        return result
+
+    def _summarise(self, side: int | slice, relations: Tensor | slice, prefix: str) -> dict[str, Tensor]:
+        count = self.count[side][..., relations].sum().clamp(min=1)
+        out = {
+            f"{prefix}mrr": self.reciprocal_sum[side][..., relations].sum() / count,
+            f"{prefix}mr": self.rank_sum[side][..., relations].sum() / count,
+        }
+        hits = self.hits[side][..., relations, :].reshape(-1, len(self.hits_at)).sum(0) / count
+        out.update({f"{prefix}hits@{k}": hits[i] for i, k in enumerate(self.hits_at)})
+        return out
+
+    def per_relation(self) -> dict[str, Tensor]:
+        """MRR and Hits@k per relation and side: ``{"count"|"mrr"|"mr"|"hits@k": (2, R)}``."""
+        count = self.count.clamp(min=1)
+        out = {"count": self.count.clone(), "mrr": self.reciprocal_sum / count, "mr": self.rank_sum / count}
+        out.update({f"hits@{k}": self.hits[..., i] / count for i, k in enumerate(self.hits_at)})
+        return out
