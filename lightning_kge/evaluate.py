@@ -15,7 +15,7 @@ from omegaconf import DictConfig
 
 from lightning_kge.datamodule import KGEDataModule
 from lightning_kge.module import KGEModule
-from lightning_kge.train import config_dir, test_and_report
+from lightning_kge.train import config_dir, test
 
 
 def load_datamodule(ckpt: str | Path, module: KGEModule, data: DictConfig | None) -> KGEDataModule:
@@ -40,11 +40,11 @@ def load_datamodule(ckpt: str | Path, module: KGEModule, data: DictConfig | None
 
 
 def evaluate(cfg: DictConfig) -> dict[str, float]:
-    """Test the checkpoint ``cfg.ckpt``; write ``metrics.json`` to ``cfg.output_dir``."""
+    """Test the checkpoint ``cfg.ckpt``; the trainer's report callback writes ``metrics.json``."""
     module = KGEModule.load_from_checkpoint(cfg.ckpt, map_location="cpu")
     datamodule = load_datamodule(cfg.ckpt, module, cfg.get("data"))
     trainer = instantiate(cfg.trainer, _convert_="all")
-    return test_and_report(trainer, module, datamodule, Path(cfg.output_dir), cfg.per_relation)
+    return test(trainer, module, datamodule)
 
 
 @hydra.main(version_base="1.3", config_path=str(config_dir()), config_name="evaluate")

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable, Mapping
 from typing import Any
 
 import lightning as L
 import torch
+from lightning.fabric.utilities.warnings import PossibleUserWarning
 from torch import Tensor
-
 from torchmetrics.classification import BinaryAveragePrecision
 
 from lightning_kge.losses import negative_sampling_loss
@@ -19,6 +20,12 @@ from lightning_kge.sampling import NegativeBatch, UniformSampler
 from lightning_kge.spec import from_spec, to_spec
 
 OptimizerFactory = Callable[..., torch.optim.Optimizer]
+
+# Ranking values are logged as totals over all processes (see ``log_ranking``), so Lightning's
+# advice to average them with ``sync_dist=True`` does not apply to them.
+warnings.filterwarnings(
+    "ignore", message=r"It is recommended to use `self\.log\('(val|test)/", category=PossibleUserWarning
+)
 
 
 class KGEModule(L.LightningModule):
@@ -163,19 +170,21 @@ class KGEModule(L.LightningModule):
         self.log_ranking("test")
 
     def log_ranking(self, stage: str) -> None:
-        """Log the synced metric values as ``{stage}/mrr`` etc., then reset the metrics.
+        """Log ``{stage}/mrr`` etc. from the metric states summed over processes, then reset.
 
+        Every breakdown (sides, relation categories, per relation) is read inside one
+        ``sync_context``, so under DDP each process sees the same totals and logs the same keys.
         The per-relation results stay in ``self.per_relation[stage]`` for reports.
         """
         metric: RankingMetrics = getattr(self, f"{stage}_metrics")
-        values = metric.compute()
-        if self.relation_categories is not None:
-            values.update(metric.compute_by_group(self.relation_categories, CATEGORIES))
+        with metric.sync_context():
+            values = metric.summary(self.relation_categories, CATEGORIES)
+            self.per_relation[stage] = metric.per_relation()
         auc_pr: BinaryAveragePrecision = getattr(self, f"{stage}_auc_pr")
         if auc_pr.update_called:
             values["auc_pr"] = auc_pr.compute()
-        self.per_relation[stage] = metric.per_relation()
-        # The values are already reduced over processes; sync_dist only averages equal copies.
-        self.log_dict({f"{stage}/{k}": v.float() for k, v in values.items()}, sync_dist=True)
+        # Values are already totals over all processes: no sync_dist (it would only average
+        # equal copies, one collective call per key).
+        self.log_dict({f"{stage}/{k}": v.float() for k, v in values.items()})
         metric.reset()
         auc_pr.reset()

@@ -6,21 +6,19 @@ plain objects from a composed config and runs Lightning; tests call it directly.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
 import hydra
 import lightning as L
+from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
 from hydra.utils import instantiate
+from lightning.pytorch.strategies.launchers.subprocess_script import _SubprocessScriptLauncher
 from omegaconf import DictConfig
-from torch import Tensor
 
 from lightning_kge.datamodule import KGEDataModule
-from lightning_kge.metrics.categories import CATEGORIES
 from lightning_kge.module import KGEModule
-
-HEADLINE = ("mrr", "mr", "hits@1", "hits@3", "hits@10")
 
 
 def config_dir() -> Path:
@@ -55,64 +53,39 @@ def build(cfg: DictConfig) -> tuple[KGEModule, KGEDataModule]:
 
 
 def train(cfg: DictConfig) -> dict[str, float]:
-    """Train, test, and write ``metrics.json`` to ``cfg.output_dir``; returns the test metrics."""
-    L.seed_everything(cfg.seed, workers=True)
-    module, datamodule = build(cfg)
-    trainer: L.Trainer = instantiate(cfg.trainer, _convert_="all")
-    trainer.fit(module, datamodule=datamodule)
-    return test_and_report(trainer, module, datamodule, Path(cfg.output_dir), cfg.per_relation)
+    """Train, then test; returns the test metrics.
 
-
-def test_and_report(
-    trainer: L.Trainer,
-    module: KGEModule,
-    datamodule: KGEDataModule,
-    output_dir: Path,
-    per_relation: bool = True,
-) -> dict[str, float]:
-    """Run the test loop; on rank zero print the headline table and write ``metrics.json``.
-
-    With ``per_relation``, ``per_relation.tsv`` holds MRR and Hits@10 of each relation.
+    The trainer's :class:`~lightning_kge.report.TestReport` callback prints the table and writes
+    ``metrics.json`` to ``cfg.output_dir`` on global rank zero.
     """
+    L.seed_everything(cfg.seed, workers=True)
+    trainer: L.Trainer = instantiate(cfg.trainer, _convert_="all")
+    refuse_relaunch_in_multirun(trainer)
+    module, datamodule = build(cfg)
+    trainer.fit(module, datamodule=datamodule)
+    return test(trainer, module, datamodule)
+
+
+def test(trainer: L.Trainer, module: KGEModule, datamodule: KGEDataModule) -> dict[str, float]:
+    """Run the test loop and return its ``test/…`` metrics as floats."""
     results = trainer.test(module, datamodule=datamodule, verbose=False)
-    metrics = {k: float(v) for k, v in results[0].items()} if results else {}
-    if trainer.is_global_zero:
-        output_dir.mkdir(parents=True, exist_ok=True)
-        (output_dir / "metrics.json").write_text(json.dumps(metrics, indent=2, sort_keys=True))
-        if per_relation and "test" in module.per_relation:
-            table = per_relation_table(module.per_relation["test"], datamodule)
-            (output_dir / "per_relation.tsv").write_text(table)
-        print(format_table(metrics, "test"))
-        print(f"metrics written to {output_dir / 'metrics.json'}")
-    return metrics
+    return {k: float(v) for k, v in results[0].items()} if results else {}
 
 
-def per_relation_table(values: dict[str, Tensor], datamodule: KGEDataModule) -> str:
-    """A TSV of test queries, MRR and Hits@10 per relation and side, with its category."""
-    lines = ["relation\tcategory\tqueries\thead_mrr\ttail_mrr\thead_hits@10\ttail_hits@10"]
-    categories = datamodule.relation_categories
-    for label, r in sorted(datamodule.relation_to_id.items(), key=lambda item: item[1]):
-        count = int(values["count"][:, r].sum())
-        if count:
-            cells = [label, CATEGORIES[int(categories[r])], str(count)]
-            cells += [f"{float(values[m][s, r]):.4f}" for m in ("mrr", "hits@10") for s in (0, 1)]
-            lines.append("\t".join(cells))
-    return "\n".join(lines) + "\n"
+def refuse_relaunch_in_multirun(trainer: L.Trainer) -> None:
+    """Stop a Hydra multirun whose strategy starts its ranks by re-running the command line.
 
-
-def format_table(metrics: dict[str, float], stage: str) -> str:
-    """A Markdown table of the headline metrics: both sides, head and tail prediction."""
-    rows = ["| side | " + " | ".join(HEADLINE) + " |", "|---" * (len(HEADLINE) + 1) + "|"]
-    for side, prefix in (("both", f"{stage}/"), ("head", f"{stage}/head/"), ("tail", f"{stage}/tail/")):
-        cells = [_format(metrics.get(prefix + name), name) for name in HEADLINE]
-        rows.append(f"| {side} | " + " | ".join(cells) + " |")
-    return "\n".join(rows)
-
-
-def _format(value: float | None, name: str) -> str:
-    if value is None:
-        return "-"
-    return f"{value:.1f}" if name == "mr" else f"{value:.4f}"
+    ``strategy=ddp`` (and Lightning's automatic choice for several devices) starts the other
+    ranks by running the same command again; inside a sweep (``-m``) each rank would start the
+    whole sweep again. ``strategy=ddp_spawn`` starts its ranks from the running job instead.
+    """
+    multirun = HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
+    if multirun and isinstance(trainer.strategy.launcher, _SubprocessScriptLauncher):
+        raise ValueError(
+            f"strategy {type(trainer.strategy).__name__} re-runs the command once per rank, which "
+            "cannot work inside a Hydra multirun (-m): use strategy=ddp_spawn for a sweep, or "
+            "run one job per command without -m"
+        )
 
 
 @hydra.main(version_base="1.3", config_path=str(config_dir()), config_name="config")

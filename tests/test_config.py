@@ -8,6 +8,7 @@ import inspect
 from pathlib import Path
 
 import lightning as L
+from lightning.pytorch.strategies import StrategyRegistry
 import pytest
 from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
@@ -40,17 +41,43 @@ def declared_keys(node) -> set[str]:
     return {k for k in node if not k.startswith("_")}
 
 
+def assert_only_arguments(node: dict, where: str) -> None:
+    assert "_target_" in node, f"{where} has no _target_"
+    unknown = declared_keys(node) - target_parameters(node)
+    assert not unknown, f"{where} keys {unknown} are not arguments of {node['_target_']}"
+
+
+def assert_lightning_strategy(strategy: str | dict, where: str) -> None:
+    """A strategy is a name Lightning registers (or ``auto``), or a ``_target_`` node."""
+    if isinstance(strategy, str):
+        assert strategy == "auto" or strategy in StrategyRegistry, f"{where}: unknown strategy {strategy!r}"
+    else:
+        assert_only_arguments(strategy, where)
+
+
 @pytest.mark.parametrize(
-    ("group", "option"), [(g, o) for g in GROUPS for o in options(g) if g != "experiment"]
+    ("group", "option"),
+    [(g, o) for g in GROUPS for o in options(g) if g not in ("experiment", "strategy")],
 )
 def test_every_option_names_only_arguments_of_its_target(group: str, option: str) -> None:
     overrides = [f"{group}={option}"]
     if group == "data" and option == "tsv":
         overrides.append("data.path=/nowhere")
     node = OmegaConf.to_container(compose_with(*overrides)[group], resolve=True)
-    assert "_target_" in node, f"conf/{group}/{option}.yaml has no _target_"
-    unknown = declared_keys(node) - target_parameters(node)
-    assert not unknown, f"conf/{group}/{option}.yaml keys {unknown} are not arguments of {node['_target_']}"
+    assert_only_arguments(node, f"conf/{group}/{option}.yaml")
+    if group == "trainer":
+        assert_lightning_strategy(node["strategy"], f"conf/trainer/{option}.yaml")
+
+
+@pytest.mark.parametrize("trainer", options("trainer"))
+@pytest.mark.parametrize("option", options("strategy"))
+def test_every_strategy_option_names_one_lightning_strategy_for_every_trainer(option: str, trainer: str) -> None:
+    """``strategy=X`` replaces ``trainer.strategy`` whatever the trainer option says."""
+    cfg = compose_with(f"strategy={option}", f"trainer={trainer}")
+    strategy = OmegaConf.to_container(cfg.trainer)["strategy"]
+    expected = OmegaConf.to_container(OmegaConf.load(CONF / "strategy" / f"{option}.yaml"))["strategy"]
+    assert strategy == expected
+    assert_lightning_strategy(strategy, f"conf/strategy/{option}.yaml")
 
 
 def test_trainer_config_lists_every_trainer_argument() -> None:

@@ -140,7 +140,7 @@ def test_ranking_metrics_by_relation_group_equal_brute_force() -> None:
     for ranks, relations, side in updates:
         metric.update(ranks, relations, side)
     groups = torch.tensor([1, 0, 1, 1])
-    values = metric.compute_by_group(groups, ("small", "large"))
+    values = metric.summary(groups, ("small", "large"))
     for g, name in enumerate(("small", "large")):
         members = {rel for rel in range(4) if groups[rel] == g}
         ranks = [r for rk, rl, _ in updates for r, x in zip(rk.tolist(), rl.tolist()) if x in members]

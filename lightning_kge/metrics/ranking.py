@@ -103,19 +103,26 @@ class RankingMetrics(Metric):
         self.hits[s].index_add_(0, relations, hits)
 
     def compute(self) -> dict[str, Tensor]:
+        """MRR, MR and Hits@k over both sides (``mrr``) and each side (``head/mrr``, ``tail/…``)."""
+        return self.summary()
+
+    def summary(self, groups: Tensor | None = None, names: tuple[str, ...] = ()) -> dict[str, Tensor]:
+        """The values of :meth:`compute`, plus MRR and Hits@k per group of relations.
+
+        Reads the states as they are: under DDP call it inside ``self.sync_context()`` (as
+        :class:`~lightning_kge.module.KGEModule` does), so that every process sees the sums over
+        all processes. ``compute`` syncs by itself.
+
+        Args:
+            groups: ``(R,)`` group index of each relation (e.g. relation categories), or ``None``.
+            names: the name of each group index; keys are ``{name}/mrr``, ``{name}/hits@k``.
+                Groups without queries are left out.
+        """
         result = self._summarise(slice(None), slice(None), "")
         for s, side in enumerate(SIDES):
             result.update(self._summarise(s, slice(None), f"{side}/"))
-        return result
-
-    def compute_by_group(self, groups: Tensor, names: tuple[str, ...]) -> dict[str, Tensor]:
-        """MRR and Hits@k per group of relations (e.g. relation categories), both sides.
-
-        Args:
-            groups: ``(R,)`` group index of each relation.
-            names: the name of each group index; keys are ``{name}/mrr``, ``{name}/hits@k``.
-        """
-        result = {}
+        if groups is None:
+            return result
         for g, name in enumerate(names):
             members = (groups == g).to(self.count.device)
             if self.count[:, members].sum() > 0:
@@ -133,7 +140,10 @@ class RankingMetrics(Metric):
         return out
 
     def per_relation(self) -> dict[str, Tensor]:
-        """MRR and Hits@k per relation and side: ``{"count"|"mrr"|"mr"|"hits@k": (2, R)}``."""
+        """MRR and Hits@k per relation and side: ``{"count"|"mrr"|"mr"|"hits@k": (2, R)}``.
+
+        Reads the states as they are, like :meth:`summary`.
+        """
         count = self.count.clamp(min=1)
         out = {"count": self.count.clone(), "mrr": self.reciprocal_sum / count, "mr": self.rank_sum / count}
         out.update({f"hits@{k}": self.hits[..., i] / count for i, k in enumerate(self.hits_at)})

@@ -1,0 +1,93 @@
+"""TestReport: the callback that prints the test table and writes ``metrics.json`` once per run."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import lightning as L
+from torch import Tensor
+
+from lightning_kge.metrics.categories import CATEGORIES
+
+HEADLINE = ("mrr", "mr", "hits@1", "hits@3", "hits@10")
+
+
+class TestReport(L.Callback):
+    """At the end of testing, on global rank zero only: print and write the test metrics.
+
+    Writes ``metrics.json`` (every ``test/…`` value logged, e.g. ``test/mrr``, ``test/hits@10``,
+    ``test/head/mrr``, ``test/1-to-N/mrr``, ``test/auc_pr``) and, with ``per_relation``,
+    ``per_relation.tsv`` (queries, MRR and Hits@10 per relation and side, with the relation's
+    category). Being a callback, it runs inside the processes that test, so it works with
+    every strategy (``ddp`` re-launched ranks and ``ddp_spawn`` workers alike).
+
+    Args:
+        output_dir: the folder to write to (the Hydra run directory).
+        per_relation: also write ``per_relation.tsv``.
+    """
+
+    __test__ = False  # not a pytest test class despite its name
+
+    def __init__(self, output_dir: str, per_relation: bool = True) -> None:
+        self.output_dir = output_dir
+        self.per_relation = per_relation
+
+    def on_test_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if not trainer.is_global_zero:
+            return
+        metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("test/")}
+        folder = Path(self.output_dir)
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / "metrics.json").write_text(json.dumps(metrics, indent=2, sort_keys=True) + "\n")
+        per_relation = getattr(pl_module, "per_relation", {}).get("test")
+        datamodule = trainer.datamodule
+        if self.per_relation and per_relation is not None and datamodule is not None:
+            table = per_relation_table(per_relation, datamodule.relation_to_id, datamodule.relation_categories)
+            (folder / "per_relation.tsv").write_text(table)
+        print(format_table(metrics, "test"))
+        print(f"metrics written to {folder / 'metrics.json'}")
+
+
+def per_relation_table(values: dict[str, Tensor], relation_to_id: dict[str, int], categories: Tensor) -> str:
+    """A TSV of test queries, MRR and Hits@10 per relation and side, with its category.
+
+    Args:
+        values: :meth:`~lightning_kge.metrics.ranking.RankingMetrics.per_relation` output.
+        relation_to_id: relation labels.
+        categories: ``(R,)`` index into :data:`~lightning_kge.metrics.categories.CATEGORIES`.
+    """
+    lines = ["relation\tcategory\tqueries\thead_mrr\ttail_mrr\thead_hits@10\ttail_hits@10"]
+    for label, r in sorted(relation_to_id.items(), key=lambda item: item[1]):
+        count = int(values["count"][:, r].sum())
+        if count:
+            cells = [label, CATEGORIES[int(categories[r])], str(count)]
+            cells += [f"{float(values[m][s, r]):.4f}" for m in ("mrr", "hits@10") for s in (0, 1)]
+            lines.append("\t".join(cells))
+    return "\n".join(lines) + "\n"
+
+
+def format_table(metrics: dict[str, float], stage: str) -> str:
+    """A Markdown table of the headline metrics: both sides, head and tail prediction.
+
+    Example:
+        >>> print(format_table({"test/mrr": 0.5, "test/mr": 3.0}, "test"))
+        | side | mrr | mr | hits@1 | hits@3 | hits@10 |
+        |---|---|---|---|---|---|
+        | both | 0.5000 | 3.0 | - | - | - |
+        | head | - | - | - | - | - |
+        | tail | - | - | - | - | - |
+    """
+    rows = ["| side | " + " | ".join(HEADLINE) + " |", "|---" * (len(HEADLINE) + 1) + "|"]
+    for side, prefix in (("both", f"{stage}/"), ("head", f"{stage}/head/"), ("tail", f"{stage}/tail/")):
+        cells = [_format(metrics.get(prefix + name), name) for name in HEADLINE]
+        rows.append(f"| {side} | " + " | ".join(cells) + " |")
+    if f"{stage}/auc_pr" in metrics:
+        rows.append(f"\n{stage}/auc_pr: {metrics[f'{stage}/auc_pr']:.4f}")
+    return "\n".join(rows)
+
+
+def _format(value: float | None, name: str) -> str:
+    if value is None:
+        return "-"
+    return f"{value:.1f}" if name == "mr" else f"{value:.4f}"
