@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Any
 
 import lightning as L
+from lightning.pytorch.utilities import rank_zero_warn
 import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, TensorDataset
@@ -36,7 +37,7 @@ class KGEDataModule(L.LightningDataModule):
         path: a folder with ``train.txt``, ``valid.txt``, ``test.txt``; instead of ``name``.
         url: base URL overriding the download source of ``name``.
         unseen: what to do with valid/test triples whose labels train never saw: ``error``,
-            ``drop`` (the count is printed) or ``keep`` (vocabulary over all splits).
+            ``drop`` (the count is reported in a warning, on rank zero) or ``keep`` (vocabulary over all splits).
         batch_size: positives per training batch (per process under DDP).
         eval_batch_size: queries per evaluation batch.
         subsampling: weight positives by the paper code's subsampling weight.
@@ -93,7 +94,7 @@ class KGEDataModule(L.LightningDataModule):
         folder = self.folder()
         self.graph = load_graph(folder, self.unseen)
         for split, count in self.graph.dropped.items():
-            print(f"lightning_kge: dropped {count} {split} triples with an entity or relation not in train")
+            rank_zero_warn(f"dropped {count} {split} triples with an entity or relation not in train (data.unseen=drop)")
         train = self.graph.triples["train"]
         self.train_index = TripleIndex(train, self.num_entities, self.num_relations)
         everything = torch.cat([self.graph.triples[s] for s in SPLITS])

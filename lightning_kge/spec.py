@@ -16,17 +16,28 @@ from typing import Any
 def to_spec(obj: Any) -> dict[str, Any]:
     """Describe ``obj`` by its class path and constructor arguments.
 
-    The object must keep each constructor argument as an attribute of the same name; a
-    ``functools.partial`` is described by its function and keywords.
+    The object must keep each constructor argument as an attribute of the same name, or as
+    ``_name`` where its class has a method of that name (``nn.Module.compile``); a
+    ``functools.partial`` is described by its function and keywords, an importable function
+    or class by its path. Lambdas and local functions cannot be described (``TypeError``).
 
     Example:
         >>> to_spec(functools.partial(dict, a=1))
         {'_target_': 'builtins.dict', '_partial_': True, 'a': 1}
     """
     if isinstance(obj, functools.partial):
+        if obj.args:
+            raise TypeError(f"cannot describe {obj!r}: give its arguments as keywords")
         return {"_target_": _path(obj.func), "_partial_": True, **obj.keywords}
+    if inspect.isroutine(obj):
+        if "<" in obj.__qualname__:  # a lambda or a local function: not importable
+            raise TypeError(
+                f"cannot describe {obj.__qualname__!r} so that a checkpoint can rebuild it: pass an "
+                "importable function or class, or functools.partial(torch.optim.Adam, lr=...)"
+            )
+        return {"_target_": _path(obj), "_partial_": True}
     names = [n for n in inspect.signature(type(obj).__init__).parameters if n != "self"]
-    return {"_target_": _path(type(obj)), **{n: getattr(obj, n) for n in names}}
+    return {"_target_": _path(type(obj)), **{n: _argument(obj, n) for n in names}}
 
 
 def from_spec(spec: Mapping[str, Any] | Any, **extra: Any) -> Any:
@@ -38,6 +49,11 @@ def from_spec(spec: Mapping[str, Any] | Any, **extra: Any) -> Any:
     if spec.get("_partial_", False):
         return functools.partial(target, **args, **extra)
     return target(**args, **extra)
+
+
+def _argument(obj: Any, name: str) -> Any:
+    value = getattr(obj, name)
+    return getattr(obj, f"_{name}") if inspect.ismethod(value) else value
 
 
 def _path(obj: Any) -> str:

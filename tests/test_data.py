@@ -163,6 +163,14 @@ def test_unseen_drop_removes_and_counts_such_triples(tmp_path: Path) -> None:
     assert graph.triples["test"].tolist() == [[e["c"], r["likes"], e["b"]]]
 
 
+def test_datamodule_reports_how_many_triples_it_dropped(tmp_path: Path) -> None:
+    test = "a\tloves\tb\nb\tlikes\tnew2\nc\tlikes\tb\n"
+    datamodule = KGEDataModule(UniformSampler(2), path=str(make_folder(tmp_path, test=test)), unseen="drop")
+    with pytest.warns(UserWarning, match="dropped 2 test triples"):
+        datamodule.setup()
+    assert len(datamodule.triples["test"]) == 1
+
+
 def test_unseen_keep_keeps_triples_with_a_vocabulary_over_all_splits(tmp_path: Path) -> None:
     valid = "a\tlikes\tc\nnew\tlikes\ta\n"
     test = "a\tloves\tb\nb\tlikes\tnew2\n"

@@ -221,3 +221,31 @@ def test_checkpoint_reloaded_module_tests_to_the_same_metrics(fitted) -> None:
     [results] = fitted["results"]
     for key, value in results.items():
         assert again[key] == pytest.approx(value, rel=1e-6), key
+
+
+def test_subclass_with_its_own_argument_round_trips_through_a_checkpoint(fitted, tmp_path: Path) -> None:
+    class Margin(KGEModule):
+        def __init__(self, margin: float = 1.0, **kwargs) -> None:
+            super().__init__(**kwargs)
+            self.margin = margin
+
+    module = Margin(margin=2.5, model=copy.deepcopy(fitted["module"].model), sampler=fitted["module"].sampler)
+    path = tmp_path / "margin.ckpt"
+    run = trainer(max_steps=1, limit_val_batches=0)
+    run.fit(module, datamodule=fitted["dm"])
+    run.save_checkpoint(path)
+    loaded = Margin.load_from_checkpoint(path)
+    assert loaded.margin == 2.5
+    h, r, t = fitted["dm"].triples["test"].unbind(1)
+    with torch.no_grad():
+        assert torch.equal(loaded.score_hrt(h, r, t), module.score_hrt(h, r, t))
+
+
+def test_a_lambda_optimizer_is_refused_with_advice_since_checkpoints_could_not_rebuild_it() -> None:
+    with pytest.raises(TypeError, match="functools.partial"):
+        small_module_with(optimizer=lambda params: torch.optim.SGD(params, lr=0.1))
+
+
+def small_module_with(**kwargs) -> KGEModule:
+    model = RotatE(num_entities=14, num_relations=55, dim=4, gamma=6.0)
+    return KGEModule(model=model, sampler=UniformSampler(num_negatives=2), **kwargs)

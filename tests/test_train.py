@@ -77,3 +77,32 @@ def test_entry_point_works_after_a_non_editable_install(tmp_path: Path) -> None:
     )
     assert result.returncode == 0, result.stderr[-3000:]
     assert (out / "metrics.json").is_file()
+
+
+def user_folder(root: Path, test_text: str | None = None) -> Path:
+    """A user's own graph: the bundled nations files copied to a folder of their own."""
+    from lightning_kge.data.datasets import resolve_dataset
+
+    root.mkdir()
+    for split in ("train", "valid", "test"):
+        shutil.copy2(resolve_dataset("nations") / f"{split}.txt", root / f"{split}.txt")
+    if test_text is not None:
+        (root / "test.txt").write_text(test_text, encoding="utf-8")
+    return root
+
+
+def test_a_users_own_folder_trains_with_data_tsv(tmp_path: Path) -> None:
+    folder = user_folder(tmp_path / "graph")
+    out = tmp_path / "run"
+    result = run_module(["-m", "lightning_kge.train", "data=tsv", f"data.path={folder}",
+                         "trainer.fast_dev_run=true", f"hydra.run.dir={out}"], cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert KEYS <= set(json.loads((out / "metrics.json").read_text()))
+
+
+def test_bad_input_stops_the_entry_point_naming_file_line_and_problem(tmp_path: Path) -> None:
+    folder = user_folder(tmp_path / "graph", test_text="brazil\tintergovorgs\tusa\nbrazil\tusa\n")
+    result = run_module(["-m", "lightning_kge.train", "data=tsv", f"data.path={folder}",
+                         "trainer.fast_dev_run=true", f"hydra.run.dir={tmp_path / 'run'}"], cwd=tmp_path)
+    assert result.returncode != 0
+    assert f"{folder / 'test.txt'}:2: expected 3 tab-separated columns, found 2" in result.stderr
