@@ -58,7 +58,10 @@ def main() -> None:
         sampler=sampler,
         optimizer=functools.partial(torch.optim.Adam, lr=0.01),  # a partial: checkpoints rebuild it
     )
-    trainer = L.Trainer(max_steps=args.steps, check_val_every_n_epoch=10, accelerator="cpu", devices=1, logger=False)
+    trainer = L.Trainer(
+        max_steps=args.steps, check_val_every_n_epoch=10, accelerator="cpu", devices=1,
+        logger=False, enable_checkpointing=False,
+    )
     trainer.fit(module, datamodule=datamodule)
     [results] = trainer.test(module, datamodule=datamodule)
     print(f"filtered test MRR {results['test/mrr']:.3f}, Hits@10 {results['test/hits@10']:.3f}")
