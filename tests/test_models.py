@@ -228,3 +228,127 @@ def test_protate_score_equals_gamma_minus_modulus_times_sine_distance() -> None:
 def test_protate_modulus_starts_at_half_the_embedding_range() -> None:
     model = build(pRotatE, gamma=8.0)
     assert model.modulus.item() == pytest.approx(0.5 * (8.0 + 2.0) / DIM)
+
+
+# --- RotatE's switches: compile, mixed precision; training through a Trainer ---------------------
+
+
+def test_rotate_compile_argument_round_trips_through_its_spec_and_leaves_module_compile() -> None:
+    import inspect
+
+    from lightning_kge.spec import from_spec, to_spec
+
+    model = RotatE(num_entities=E, num_relations=R, dim=DIM, gamma=6.0, compile=False)
+    spec = to_spec(model)
+    assert spec["compile"] is False
+    assert from_spec(spec)._compile is False
+    assert inspect.ismethod(model.compile)  # nn.Module.compile is not shadowed
+
+
+class RecordingKernels:
+    """Stands in for the torch backend's ``Kernels`` and records which flavour each call chose."""
+
+    chosen: list[bool] = []
+
+    def __new__(cls, compiled: bool):
+        from lightning_kge.kernels.rotate_chunks import Kernels
+
+        cls.chosen.append(compiled)
+        return Kernels(compiled)
+
+
+@pytest.fixture
+def record_kernels(monkeypatch):
+    """Compile on any size (thresholds 0) and record the kernel flavour of each distance call."""
+    from lightning_kge.kernels import rotate_distance, rotate_torch
+
+    monkeypatch.delenv("LIGHTNING_KGE_NO_COMPILE", raising=False)
+    monkeypatch.setattr(rotate_distance, "COMPILE_MIN_WORK", 0)
+    monkeypatch.setattr(rotate_distance, "WARM_MIN_WORK", 0)
+    monkeypatch.setattr(rotate_torch, "Kernels", RecordingKernels)
+    RecordingKernels.chosen = []
+    return RecordingKernels.chosen
+
+
+def test_rotate_compile_false_never_uses_compiled_kernels(record_kernels) -> None:
+    eager = build(RotatE)
+    eager._compile = False
+    h, r, t = queries()
+    eager.score_t(h, r, torch.randint(E, (5, 4))).sum().backward()
+    eager.score_h(r, t)
+    assert record_kernels and not any(record_kernels)
+
+
+def training_run(tmp_path, compile: bool, precision: str | None, steps: int = 12):
+    """Fit RotatE on nations for ``steps`` full-batch steps; returns module, losses, checkpoint."""
+    import functools
+
+    import lightning as L
+
+    from lightning_kge.datamodule import KGEDataModule
+    from lightning_kge.module import KGEModule
+    from lightning_kge.sampling import SelfAdversarialSampler
+
+    class Losses(L.Callback):
+        def __init__(self) -> None:
+            self.values: list[float] = []
+
+        def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx) -> None:
+            self.values.append(float(outputs["loss"]))
+
+    L.seed_everything(0, verbose=False)
+    sampler = SelfAdversarialSampler(num_negatives=16, temperature=0.5)
+    data = KGEDataModule(sampler=sampler, name="nations", batch_size=2048, eval_batch_size=64)
+    model = RotatE(num_entities=14, num_relations=55, dim=16, gamma=6.0, compile=compile)
+    module = KGEModule(model, sampler, optimizer=functools.partial(torch.optim.Adam, lr=0.05))
+    losses = Losses()
+    trainer = L.Trainer(
+        max_steps=steps, precision=precision, accelerator="cpu", devices=1, logger=False, callbacks=[losses],
+        enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False, limit_val_batches=0,
+    )
+    trainer.fit(module, datamodule=data)
+    path = tmp_path / "rotate.ckpt"
+    trainer.save_checkpoint(path)
+    return module, losses.values, path
+
+
+def assert_trained(losses: list[float], steps: int = 12) -> None:
+    assert len(losses) == steps
+    assert all(math.isfinite(x) for x in losses)
+    # head- and tail-batches alternate: compare pairs of steps
+    assert sum(losses[-2:]) < 0.9 * sum(losses[:2]), losses
+
+
+@pytest.mark.filterwarnings("ignore::UserWarning")
+def test_rotate_trains_with_bf16_mixed_precision_on_cpu(tmp_path) -> None:
+    module, losses, _ = training_run(tmp_path, compile=False, precision="bf16-mixed")
+    assert_trained(losses)
+    assert module.model.entity.weight.dtype == torch.float32
+
+
+@pytest.mark.filterwarnings("ignore::UserWarning")
+def test_rotate_trains_through_compiled_kernels_and_its_checkpoint_round_trips(tmp_path, record_kernels) -> None:
+    from lightning_kge.module import KGEModule
+
+    module, losses, path = training_run(tmp_path, compile=True, precision=None)
+    assert_trained(losses)
+    assert record_kernels and all(record_kernels)
+    loaded = KGEModule.load_from_checkpoint(path)
+    assert loaded.model._compile is True
+    h, r, t = queries()
+    with torch.no_grad():
+        torch.testing.assert_close(loaded.model.score_t(h, r), module.model.score_t(h, r))
+
+
+@pytest.mark.filterwarnings("ignore::UserWarning")
+def test_rotate_with_compile_false_trains_and_its_checkpoint_keeps_the_switch(tmp_path) -> None:
+    from lightning_kge.module import KGEModule
+
+    module, losses, path = training_run(tmp_path, compile=False, precision=None)
+    assert_trained(losses)
+    loaded = KGEModule.load_from_checkpoint(path)
+    assert loaded.model._compile is False
+    assert loaded.hparams["model"]["compile"] is False
+    h, r, t = queries()
+    with torch.no_grad():
+        assert torch.equal(loaded.model.score_h(r, t), module.model.score_h(r, t))
