@@ -11,7 +11,7 @@ Variants, all with Adam and the paper's γ, α, batch and negatives:
 * ``plain``: the paper code's step written here in eager PyTorch: gather ``(B, k, 2d)``
   negatives, rotate, ``norm``, sum, self-adversarial loss, backward, Adam. Uniform negatives.
 * ``ours per-positive``: ``KGEDataModule.corrupt`` (filtered negatives, head/tail alternating) +
-  ``KGEModule.training_step`` + backward + Adam, i.e. the real training path without a Trainer.
+  ``KGEModule.training_step`` + backward + the project's Adam (``conf/optimizer/adam.yaml``: fused), i.e. the real training path without a Trainer.
 * ``ours shared``: the same with ``shared=True`` (one set of ``k`` negatives per batch).
 * ``pykeen``: PyKEEN's RotatE, ``NSSALoss`` and ``BasicNegativeSampler`` in one hand-written step
   (score positives, score the flattened negatives, loss, backward, Adam), when pykeen imports.
@@ -35,7 +35,11 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from hydra.utils import instantiate
+from omegaconf import OmegaConf
+
 from common import (
+    REPO,
     BACKWARD_FLOPS,
     FORWARD_FLOPS,
     PeakRSS,
@@ -132,12 +136,17 @@ def run_plain(setting: Setting, data: KGEDataModule, steps: int) -> tuple[float,
     return time_steps(step, 0, steps)
 
 
+def project_adam(lr: float) -> functools.partial:
+    """The optimizer of ``conf/optimizer/adam.yaml`` (what a user's run gets), at rate ``lr``."""
+    return instantiate(OmegaConf.load(REPO / "conf" / "optimizer" / "adam.yaml"), lr=lr)
+
+
 def run_ours(setting: Setting, data: KGEDataModule, shared: bool, warmup: int, steps: int) -> tuple[float, PeakRSS]:
     torch.manual_seed(0)
     sampler = SelfAdversarialSampler(setting.negatives, temperature=setting.alpha, shared=shared)
     data.sampler = sampler
     model = RotatE(data.num_entities, data.num_relations, setting.dim, setting.gamma, compile=True)
-    module = KGEModule(model, sampler, optimizer=functools.partial(torch.optim.Adam, lr=setting.lr))
+    module = KGEModule(model, sampler, optimizer=project_adam(setting.lr))
     optimizer = module.configure_optimizers()
     batches = iter(data.train_dataloader())
 
@@ -241,7 +250,7 @@ def quality_table(args: argparse.Namespace) -> None:
             data = KGEDataModule(sampler, path=str(data_folder(name, args.data)), batch_size=512, eval_batch_size=256)
             data.setup()
             model = RotatE(data.num_entities, data.num_relations, dim=200, gamma=6.0)
-            module = KGEModule(model, sampler, optimizer=functools.partial(torch.optim.Adam, lr=1e-3))
+            module = KGEModule(model, sampler, optimizer=project_adam(1e-3))
             trainer = L.Trainer(
                 max_steps=args.quality_steps, accelerator="cpu", devices=1, logger=False, limit_val_batches=0,
                 enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
