@@ -1,6 +1,12 @@
-"""Small fixtures shared by the unit tests: the bundled nations graph and a random graph."""
+"""Fixtures shared by the tests: the bundled nations graph, a random graph, ``shared/data`` and a
+local HTTP server that serves it."""
 
 from __future__ import annotations
+
+import threading
+from functools import partial
+from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 
 import pytest
 import torch
@@ -27,3 +33,49 @@ def _random_triples(num_entities: int, num_relations: int, n: int, seed: int = 0
 def random_triples():
     """``random_triples(E, R, n, seed)``: ``(n, 3)`` random ``(h, r, t)`` ids, duplicates possible."""
     return _random_triples
+
+
+SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+"""The benchmark files beside the checkout (``../shared/data``); absent in a user's clone."""
+
+
+@pytest.fixture
+def shared_data() -> Path:
+    """``../shared/data``; skips the test where it is absent."""
+    if not SHARED_DATA.is_dir():
+        pytest.skip(f"benchmark files not found at {SHARED_DATA} (shared/data beside the checkout)")
+    return SHARED_DATA
+
+
+class _CountingHandler(SimpleHTTPRequestHandler):
+    """Serves files from ``directory`` and records every requested path on the server."""
+
+    def do_GET(self) -> None:  # noqa: N802 (http.server's name)
+        with self.server.lock:
+            self.server.requested.append(self.path)
+        super().do_GET()
+
+    def log_message(self, format: str, *args: object) -> None:  # noqa: A002
+        pass
+
+
+@pytest.fixture
+def serve(request: pytest.FixtureRequest):
+    """Start an HTTP server on 127.0.0.1 for a folder; returns ``(base_url, requested_paths)``."""
+
+    def start(root: Path) -> tuple[str, list[str]]:
+        handler = partial(_CountingHandler, directory=str(root))
+        server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        server.requested, server.lock = [], threading.Lock()
+        thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
+        thread.start()
+
+        def stop() -> None:
+            server.shutdown()
+            server.server_close()
+            thread.join()
+
+        request.addfinalizer(stop)
+        return f"http://127.0.0.1:{server.server_address[1]}", server.requested
+
+    return start

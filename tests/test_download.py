@@ -1,12 +1,13 @@
-"""fetch_dataset: download over HTTP (a local server), verify by fingerprint, cache, lock."""
+"""fetch_dataset: download over HTTP (a local server), verify by fingerprint, cache, lock.
+
+The ``serve`` and ``shared_data`` fixtures live in ``conftest.py``.
+"""
 
 from __future__ import annotations
 
 import shutil
 import socket
 import threading
-from functools import partial
-from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pooch
@@ -20,15 +21,7 @@ from lightning_kge.data.download import (
     fetch_dataset,
 )
 
-SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 COUNTRIES_FILES = ["train.txt", "valid.txt", "test.txt", "regions.list"]
-
-
-@pytest.fixture
-def shared_data() -> Path:
-    if not SHARED_DATA.is_dir():
-        pytest.skip(f"benchmark files not found at {SHARED_DATA} (shared/data beside the checkout)")
-    return SHARED_DATA
 
 
 @pytest.fixture(autouse=True)
@@ -38,40 +31,6 @@ def _isolated_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("LIGHTNING_KGE_DATA", raising=False)
     monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")
     monkeypatch.setenv("no_proxy", "127.0.0.1,localhost")
-
-
-class _CountingHandler(SimpleHTTPRequestHandler):
-    """Serves files from ``directory`` and records every requested path on the server."""
-
-    def do_GET(self) -> None:  # noqa: N802 (http.server's name)
-        with self.server.lock:
-            self.server.requested.append(self.path)
-        super().do_GET()
-
-    def log_message(self, format: str, *args: object) -> None:  # noqa: A002
-        pass
-
-
-@pytest.fixture
-def serve(request: pytest.FixtureRequest):
-    """Start an HTTP server on 127.0.0.1 for a folder; returns ``(base_url, requested_paths)``."""
-
-    def start(root: Path) -> tuple[str, list[str]]:
-        handler = partial(_CountingHandler, directory=str(root))
-        server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
-        server.requested, server.lock = [], threading.Lock()
-        thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
-        thread.start()
-
-        def stop() -> None:
-            server.shutdown()
-            server.server_close()
-            thread.join()
-
-        request.addfinalizer(stop)
-        return f"http://127.0.0.1:{server.server_address[1]}", server.requested
-
-    return start
 
 
 def _closed_port_url() -> str:

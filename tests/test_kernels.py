@@ -14,11 +14,18 @@ import pytest
 import torch
 from torch.autograd import gradcheck
 
-from lightning_kge.kernels import rotate_chunks
+from lightning_kge.kernels import rotate_chunks, rotate_native
+from lightning_kge.kernels.gradient_buffer import gradient_buffer
 from lightning_kge.kernels.rotate_distance import rotate_distance
 
 B, E, D = 5, 9, 3
 MODES = ["per_query", "shared", "all"]
+VARIANTS = {
+    "eager": {"backend": "torch", "compiled": False},
+    "compiled": {"backend": "torch", "compiled": True},
+    "native": {"backend": "native"},
+}
+"""The CPU backends, as ``rotate_distance`` keyword arguments."""
 
 
 def plain_distance(query: torch.Tensor, table: torch.Tensor, index: torch.Tensor | None) -> torch.Tensor:
@@ -82,20 +89,21 @@ def test_eager_gradients_pass_gradcheck_in_float64(mode: str) -> None:
 def test_compiled_gradients_pass_gradcheck_in_float64(mode: str) -> None:
     query, table = inputs()
     index = index_for(mode)
-    assert gradcheck(lambda q, t: rotate_distance(q, t, index, compiled=True, chunk_size=4), (query, table))
+    assert gradcheck(lambda q, t: rotate_distance(q, t, index, backend="torch", compiled=True, chunk_size=4),
+                     (query, table))
     assert not rotate_chunks.compile_failed(), "torch.compile fell back to eager"
 
 
 # --- agreement with the plain implementation --------------------------------------------------------
 
 
-@pytest.mark.parametrize("compiled", [False, True], ids=["eager", "compiled"])
+@pytest.mark.parametrize("variant", VARIANTS)
 @pytest.mark.parametrize("mode", MODES)
-def test_float32_forward_and_gradients_match_the_plain_implementation(mode: str, compiled: bool) -> None:
+def test_float32_forward_and_gradients_match_the_plain_implementation(mode: str, variant: str) -> None:
     query, table = inputs(torch.float32, b=6, e=11, d=10)
     index = index_for(mode, b=6, e=11)
     upstream = torch.randn(6, 11 if index is None else index.shape[-1], generator=torch.Generator().manual_seed(3))
-    ours = both_gradients(lambda q, t, i: rotate_distance(q, t, i, compiled=compiled), query, table, index, upstream)
+    ours = both_gradients(lambda q, t, i: rotate_distance(q, t, i, **VARIANTS[variant]), query, table, index, upstream)
     plain = both_gradients(plain_distance, query, table, index, upstream)
     for got, expected in zip(ours, plain):
         torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5)
@@ -107,15 +115,15 @@ def test_distances_equal_a_loop_over_pairs_of_complex_numbers() -> None:
     torch.testing.assert_close(rotate_distance(query, table, index), loop_distance(query.detach(), table.detach(), index))
 
 
-@pytest.mark.parametrize("compiled", [False, True], ids=["eager", "compiled"])
-def test_gradient_at_a_zero_complex_difference_is_the_zero_subgradient(compiled: bool) -> None:
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_gradient_at_a_zero_complex_difference_is_the_zero_subgradient(variant: str) -> None:
     query, table = inputs(torch.float32, d=4)
     with torch.no_grad():
         table[2] = query[0]  # q_0 = t_2 in every coordinate: |z| = 0
         table[5, [0, 4]] = query[1, [0, 4]]  # one coordinate only
     index = torch.tensor([[2, 5, 1], [5, 2, 2], [0, 1, 2], [3, 4, 5], [2, 2, 2]])
     upstream = torch.ones(B, 3)
-    ours = both_gradients(lambda q, t, i: rotate_distance(q, t, i, compiled=compiled), query, table, index, upstream)
+    ours = both_gradients(lambda q, t, i: rotate_distance(q, t, i, **VARIANTS[variant]), query, table, index, upstream)
     plain = both_gradients(plain_distance, query, table, index, upstream)
     assert ours[0][0, 0] == 0
     for got, expected in zip(ours, plain):
@@ -123,10 +131,12 @@ def test_gradient_at_a_zero_complex_difference_is_the_zero_subgradient(compiled:
         torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5)
 
 
-def test_table_rows_that_no_pair_uses_get_zero_gradient() -> None:
+@pytest.mark.parametrize("variant", VARIANTS)
+@pytest.mark.parametrize("mode", ["per_query", "shared"])
+def test_table_rows_that_no_pair_uses_get_zero_gradient(mode: str, variant: str) -> None:
     query, table = inputs()
-    index = torch.tensor([[1, 3], [3, 3], [1, 1], [0, 3], [1, 0]])
-    rotate_distance(query, table, index).sum().backward()
+    index = torch.tensor([[1, 3], [3, 3], [1, 1], [0, 3], [1, 0]]) if mode == "per_query" else torch.tensor([3, 1, 0, 1])
+    rotate_distance(query, table, index, **VARIANTS[variant]).sum().backward()
     assert (table.grad[[2, 4, 5, 6, 7, 8]] == 0).all()
     assert (table.grad[[0, 1, 3]].abs().sum(1) > 0).all()
 
@@ -152,7 +162,7 @@ def test_compiled_shared_tiles_cover_shapes_that_are_not_tile_multiples() -> Non
     # More rows than a tile and candidate counts off the tile grid; one row; one candidate.
     query, table = inputs(torch.float32, b=70, e=50, d=6)
     for rows, ids in ((70, torch.arange(50)), (1, torch.arange(50)), (70, torch.tensor([7])), (3, torch.tensor([1, 1, 2]))):
-        got = rotate_distance(query[:rows], table, ids, compiled=True)
+        got = rotate_distance(query[:rows], table, ids, backend="torch", compiled=True)
         torch.testing.assert_close(got, plain_distance(query[:rows], table, ids), rtol=1e-5, atol=1e-5)
 
 
@@ -234,6 +244,98 @@ def test_second_derivatives_are_refused() -> None:
     (grad_q,) = torch.autograd.grad(rotate_distance(query, table).sum(), query, create_graph=True)
     with pytest.raises(RuntimeError):
         grad_q.sum().backward()
+
+
+# --- the native CPU backend ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_native_gradients_pass_gradcheck_in_float64(mode: str) -> None:
+    query, table = inputs()
+    index = index_for(mode)
+    assert gradcheck(lambda q, t: rotate_distance(q, t, index, backend="native"), (query, table))
+
+
+def test_native_kernels_are_the_default_on_cpu_unless_compilation_is_off(monkeypatch) -> None:
+    from lightning_kge.kernels.rotate_distance import _backend
+
+    query, _ = inputs()
+    assert isinstance(_backend(query, E, 7, None, None, None), rotate_native.NativeBackend)
+    assert not isinstance(_backend(query, E, 7, None, False, None), rotate_native.NativeBackend)
+    monkeypatch.setenv("LIGHTNING_KGE_NO_COMPILE", "1")
+    assert not isinstance(_backend(query, E, 7, None, None, None), rotate_native.NativeBackend)
+
+
+@pytest.mark.parametrize("mode", ["per_query", "shared"])
+def test_native_results_do_not_depend_on_the_thread_count(mode: str) -> None:
+    query, table = inputs(b=33, e=40, d=9)
+    index = index_for(mode, b=33, e=40)
+    upstream = torch.randn(33, 7, dtype=torch.float64)
+    before = torch.get_num_threads()
+    try:
+        results = []
+        for threads in (1, 3):
+            torch.set_num_threads(threads)
+            results.append(both_gradients(lambda q, t, i: rotate_distance(q, t, i, backend="native"),
+                                          query, table, index, upstream))
+    finally:
+        torch.set_num_threads(before)
+    for got, expected in zip(*results):
+        torch.testing.assert_close(got, expected, rtol=1e-12, atol=1e-12)
+
+
+def test_native_kernels_accept_calls_without_pairs() -> None:
+    query, table = inputs()
+    out = rotate_distance(query, table, torch.zeros(B, 0, dtype=torch.long), backend="native")
+    assert out.shape == (B, 0)
+    grad_q, grad_t = torch.autograd.grad(out.sum(), (query, table), allow_unused=True)
+    assert (grad_q == 0).all() and (grad_t == 0).all()
+
+
+def test_native_table_gradients_accumulate_and_never_overwrite_a_held_gradient() -> None:
+    query, table = inputs()
+    index = index_for("per_query")
+    rotate_distance(query, table, index, backend="native").sum().backward()
+    once = table.grad.clone()
+    rotate_distance(query, table, index, backend="native").sum().backward()  # accumulates (no zero_grad)
+    torch.testing.assert_close(table.grad, 2 * once)
+    held = table.grad
+    table.grad = None  # what zero_grad(set_to_none=True) does, but a reference is still held
+    rotate_distance(query, table, index + 0, backend="native").pow(2).sum().backward()
+    torch.testing.assert_close(held, 2 * once)  # the held gradient was not reused as the new buffer
+    assert table.grad.data_ptr() != held.data_ptr()
+    # The same table twice in one graph: both gradients are summed, neither clobbers the other.
+    table.grad = None
+    out = rotate_distance(query, table, index, backend="native").sum() + rotate_distance(query, table, None,
+                                                                                        backend="native").sum()
+    out.backward()
+    expected = torch.autograd.grad(plain_distance(query, table, index).sum() + plain_distance(query, table, None).sum(),
+                                   table)[0]
+    torch.testing.assert_close(table.grad, expected)
+
+
+def test_a_gradient_buffer_is_reused_only_once_nothing_holds_it() -> None:
+    from lightning_kge.kernels import gradient_buffer as module
+
+    table = torch.zeros(4, 6)
+    first = gradient_buffer(table)
+    address = first.data_ptr()
+    del first
+    second = gradient_buffer(table)
+    second_address = second.data_ptr()
+    third = gradient_buffer(table)  # ``second`` is still held: fresh memory
+    third_address = third.data_ptr()
+    assert third_address != second_address
+    if module._storage_use_count is not None:  # the reuse needs this torch internal; without it, fresh memory
+        assert second_address == address
+
+
+def test_native_build_failure_warns_once_and_falls_back_to_torch(monkeypatch, tmp_path) -> None:
+    monkeypatch.setenv("CC", str(tmp_path / "no-such-compiler"))
+    monkeypatch.setenv("LIGHTNING_KGE_CACHE", str(tmp_path / "cache"))
+    with pytest.warns(RuntimeWarning, match="native CPU kernels unavailable"):
+        assert rotate_native.library.__wrapped__() is None
+    assert not any((tmp_path / "cache").glob("*"))  # nothing half-built left behind
 
 
 # --- the Triton backend, run by Triton's interpreter on CPU tensors ---------------------------------

@@ -10,12 +10,15 @@ columns hold the real parts, the last ``d`` the imaginary parts (the layout of t
 
 Scoring ``B`` queries against ``C`` candidates the plain way gathers a ``(B, C, 2d)`` block and
 keeps several tensors of that size for autograd (several GB at the paper's wn18rr setting).
-:func:`rotate_distance` saves only its inputs and recomputes in backward, through one of two
+:func:`rotate_distance` saves only its inputs and recomputes in backward, through one of three
 backends with the same interface (forward and backward of shared and per-query candidates):
 
+* :class:`~lightning_kge.kernels.rotate_native.NativeBackend`, two C kernels built once with the
+  system C compiler, used on CPU: the pairs are grouped by entity so that each pass reads every
+  used table row once, and one backward pass yields both gradients;
 * :class:`~lightning_kge.kernels.rotate_torch.TorchBackend`, chunks of torch code, compiled on
   CPU by ``torch.compile`` for large calls (eager when compilation is off, fails or would cost
-  more than it saves);
+  more than it saves); used where the native kernels cannot be built, and on other devices;
 * :class:`~lightning_kge.kernels.rotate_triton.TritonBackend`, two Triton kernels, used for CUDA
   tensors when ``triton`` is installed.
 """
@@ -29,12 +32,12 @@ import torch
 from torch import Tensor
 from torch.autograd.function import FunctionCtx, once_differentiable
 
-from lightning_kge.kernels import rotate_chunks
+from lightning_kge.kernels import rotate_chunks, rotate_native
 from lightning_kge.kernels.rotate_torch import TorchBackend
 
 __all__ = ["rotate_distance"]
 
-Backend = Literal["torch", "triton"]
+Backend = Literal["native", "torch", "triton"]
 
 CHUNK_BYTES = 4 * 2**20
 """Budget for the largest temporary of one chunk of the torch backend."""
@@ -54,6 +57,10 @@ WARM_MIN_WORK = 2**16
 
 NO_COMPILE_ENV = "LIGHTNING_KGE_NO_COMPILE"
 """Set this environment variable to 1 to never compile (always use the eager chunked path)."""
+
+
+def _no_compile() -> bool:
+    return os.environ.get(NO_COMPILE_ENV, "0") not in ("", "0")
 
 
 class _RotatEDistance(torch.autograd.Function):
@@ -88,7 +95,7 @@ class _RotatEDistance(torch.autograd.Function):
 def _use_compile(query: Tensor, num_entities: int, num_candidates: int, compiled: bool | None) -> bool:
     if compiled is not None:
         return compiled
-    if os.environ.get(NO_COMPILE_ENV, "0") not in ("", "0") or not hasattr(torch, "compile"):
+    if _no_compile() or not hasattr(torch, "compile"):
         return False
     if query.device.type != "cpu" or rotate_chunks.compile_failed():
         return False
@@ -100,16 +107,23 @@ def _use_compile(query: Tensor, num_entities: int, num_candidates: int, compiled
 
 def _backend(query: Tensor, num_entities: int, num_candidates: int, backend: Backend | None,
              compiled: bool | None, chunk_size: int | None) -> Any:
+    if chunk_size is not None and chunk_size < 1:
+        raise ValueError(f"chunk_size must be positive, got {chunk_size}")
     if backend is None:
         backend = "triton" if query.is_cuda and _triton_available() else "torch"
+        if query.device.type == "cpu" and compiled is not False and not _no_compile() and rotate_native.library():
+            backend = "native"
     if backend == "triton":
         from lightning_kge.kernels.rotate_triton import TritonBackend
 
         return TritonBackend()
+    if backend == "native":
+        lib = rotate_native.library()
+        if lib is None or query.device.type != "cpu":
+            raise RuntimeError("the native backend needs CPU tensors and a C compiler (see the warning above)")
+        return rotate_native.NativeBackend(lib)
     if backend != "torch":
-        raise ValueError(f"backend must be 'torch', 'triton' or None, got {backend!r}")
-    if chunk_size is not None and chunk_size < 1:
-        raise ValueError(f"chunk_size must be positive, got {chunk_size}")
+        raise ValueError(f"backend must be 'native', 'torch', 'triton' or None, got {backend!r}")
     use_compile = _use_compile(query, num_entities, num_candidates, compiled)
     # A compiled per-pair kernel writes (pairs / GROUP, 2d) partial sums; eager ones (pairs, 2d).
     per_pair = query.shape[1] * query.element_size() // (rotate_chunks.GROUP if use_compile else 1)
@@ -183,14 +197,18 @@ def rotate_distance(
         chunk_size: (query, candidate) pairs per chunk of the torch backend; by default the
             largest temporary of a chunk is about 4 MiB. It changes speed and memory, not
             results beyond rounding.
-        compiled: torch backend only: ``True`` for the ``torch.compile`` kernels, ``False`` for
-            eager chunks, ``None`` to compile on CPU when ``B · C · d ≥ 2**24``, or when
-            ``B · C · d ≥ 2**16`` and either compiled kernels have already run in this process
-            or the table is large (``E · d ≥ 2**23``: ranking against it repays compiling).
-            ``LIGHTNING_KGE_NO_COMPILE=1`` in the environment turns ``None`` into ``False``.
-        backend: ``"torch"``, ``"triton"`` (needs ``triton``; CUDA tensors, or CPU tensors
-            under ``TRITON_INTERPRET=1``), or ``None``: Triton for CUDA tensors when it is
-            installed, else torch.
+        compiled: ``False`` for the torch backend's eager chunks. Otherwise, with ``backend=None``
+            on CPU, the native kernels are used where they build; with the torch backend,
+            ``True`` means its ``torch.compile`` kernels and ``None`` compiles on CPU when
+            ``B · C · d ≥ 2**24``, or when ``B · C · d ≥ 2**16`` and either compiled kernels
+            have already run in this process or the table is large (``E · d ≥ 2**23``: ranking
+            against it repays compiling). ``LIGHTNING_KGE_NO_COMPILE=1`` in the environment
+            keeps ``backend=None`` off the native kernels and makes ``compiled=None`` mean
+            ``False``.
+        backend: ``"native"`` (CPU), ``"torch"``, ``"triton"`` (needs ``triton``; CUDA tensors,
+            or CPU tensors under ``TRITON_INTERPRET=1``), or ``None``: Triton for CUDA tensors
+            when it is installed, the native kernels for CPU tensors when they build and
+            ``compiled`` is not ``False``, else torch.
 
     Returns:
         (B, C) distances, ``C = E`` when ``index`` is ``None``.
@@ -198,6 +216,7 @@ def rotate_distance(
     Raises:
         ValueError: on inconsistent shapes, dtypes or devices, or a bad option.
         IndexError: on candidate ids outside ``[0, E)``.
+        RuntimeError: ``backend="native"`` for tensors not on the CPU, or without the built kernels.
 
     Example:
         >>> query = torch.tensor([[0.0, 0.0], [3.0, 4.0]])  # d = 1: 0 and 3 + 4i
