@@ -28,8 +28,9 @@ class RotatE(KGEModel):
         num_relations: ``R``.
         dim: complex dimension ``d`` (the paper's ``hidden_dim``).
         gamma: the margin ``γ``.
-        compile: let the distance use its ``torch.compile`` kernels on CPU where a call is
-            large enough to repay the one-off compilation (``False``: eager chunks only).
+        compile: let the distance use compiled CPU kernels: the native C kernels (built once
+            with the system C compiler), else ``torch.compile`` kernels where a call is large
+            enough to repay compiling (``False``: eager torch chunks only).
             Kept as ``self._compile``, since ``nn.Module.compile`` owns the public name.
     """
 
