@@ -248,24 +248,32 @@ def test_rotate_compile_argument_round_trips_through_its_spec_and_leaves_module_
 class RecordingKernels:
     """Stands in for the torch backend's ``Kernels`` and records which flavour each call chose."""
 
-    chosen: list[bool] = []
+    chosen: list[str] = []
 
     def __new__(cls, compiled: bool):
         from lightning_kge.kernels.rotate_chunks import Kernels
 
-        cls.chosen.append(compiled)
+        cls.chosen.append("torch.compile" if compiled else "eager")
         return Kernels(compiled)
 
 
 @pytest.fixture
 def record_kernels(monkeypatch):
-    """Compile on any size (thresholds 0) and record the kernel flavour of each distance call."""
-    from lightning_kge.kernels import rotate_distance, rotate_torch
+    """Compile on any size (thresholds 0) and record the kernels of each distance call:
+    ``"native"``, ``"torch.compile"`` or ``"eager"``."""
+    from lightning_kge.kernels import rotate_distance, rotate_native, rotate_torch
 
     monkeypatch.delenv("LIGHTNING_KGE_NO_COMPILE", raising=False)
     monkeypatch.setattr(rotate_distance, "COMPILE_MIN_WORK", 0)
     monkeypatch.setattr(rotate_distance, "WARM_MIN_WORK", 0)
     monkeypatch.setattr(rotate_torch, "Kernels", RecordingKernels)
+    native = rotate_native.NativeBackend
+
+    def recording_native(lib):
+        RecordingKernels.chosen.append("native")
+        return native(lib)
+
+    monkeypatch.setattr(rotate_native, "NativeBackend", recording_native)
     RecordingKernels.chosen = []
     return RecordingKernels.chosen
 
@@ -276,7 +284,7 @@ def test_rotate_compile_false_never_uses_compiled_kernels(record_kernels) -> Non
     h, r, t = queries()
     eager.score_t(h, r, torch.randint(E, (5, 4))).sum().backward()
     eager.score_h(r, t)
-    assert record_kernels and not any(record_kernels)
+    assert record_kernels and set(record_kernels) == {"eager"}
 
 
 def training_run(tmp_path, compile: bool, precision: str | None, steps: int = 12):
@@ -327,12 +335,18 @@ def test_rotate_trains_with_bf16_mixed_precision_on_cpu(tmp_path) -> None:
 
 
 @pytest.mark.filterwarnings("ignore::UserWarning")
-def test_rotate_trains_through_compiled_kernels_and_its_checkpoint_round_trips(tmp_path, record_kernels) -> None:
+@pytest.mark.parametrize("kernels", ["native", "torch.compile"])
+def test_rotate_trains_through_compiled_kernels_and_its_checkpoint_round_trips(
+    tmp_path, record_kernels, monkeypatch, kernels: str
+) -> None:
+    from lightning_kge.kernels import rotate_native
     from lightning_kge.module import KGEModule
 
+    if kernels == "torch.compile":  # as where no C compiler builds the native kernels
+        monkeypatch.setattr(rotate_native, "library", lambda: None)
     module, losses, path = training_run(tmp_path, compile=True, precision=None)
     assert_trained(losses)
-    assert record_kernels and all(record_kernels)
+    assert record_kernels and set(record_kernels) == {kernels}
     loaded = KGEModule.load_from_checkpoint(path)
     assert loaded.model._compile is True
     h, r, t = queries()
