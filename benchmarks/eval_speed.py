@@ -152,7 +152,8 @@ def main() -> None:
         ours = time.perf_counter() - start
     print(f"ours: {ours:.1f} s, test/mrr {metrics['test/mrr']:.5f}", flush=True)
 
-    subset = min(args.plain_queries, queries)
+    # Whole test batches, so our ranks (read batch by batch) cover the same triples.
+    subset = min(-(-args.plain_queries // args.eval_batch_size) * args.eval_batch_size, queries)
     with torch.inference_mode(), PeakRSS() as plain_memory:
         start = time.perf_counter()
         expected = plain_ranks(model, data, subset, args.eval_batch_size, args.eval_chunk_size)
