@@ -8,9 +8,11 @@ Each ``EXPERIMENT`` (a name in ``conf/experiment/``) runs as
 length, so a shortened run is the start of the full one (add ``module.lr_scheduler.max_steps=N``
 to squeeze the whole schedule into ``N`` steps instead). The run's
 ``metrics.json``, its CSV log and a ``reproduce.json`` (command, wall time, device) stay in
-``OUT/EXPERIMENT``. The Markdown table then covers every run found in ``OUT`` (so experiments run
-one command at a time add up), with validation curves, and is written to ``--table`` and printed.
-``--report`` rebuilds the table without running anything.
+``OUT/EXPERIMENT``; a summary of each run (command, wall time, device, test metrics, validation
+curve) is kept in ``--records`` (``benchmarks/results/runs/EXPERIMENT.json``, committed with the
+code). The Markdown table covers every record there (so experiments run one command at a time, on
+different machines, add up), with validation curves, and is written to ``--table`` and printed.
+``--report`` rebuilds the table from the records without running anything.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_OUT = REPO / "outputs" / "reproduce"
 DEFAULT_TABLE = REPO / "benchmarks" / "results" / "reproduce.md"
+DEFAULT_RECORDS = REPO / "benchmarks" / "results" / "runs"
 
 RANKING = ("mrr", "mr", "hits@1", "hits@3", "hits@10")
 COLUMNS = (*RANKING, "auc_pr")
@@ -54,10 +57,9 @@ ORDER = (
 
 @dataclass
 class Run:
-    """One finished (or failed) experiment run, read back from its folder."""
+    """One finished (or failed) experiment run: its record, test metrics and validation curve."""
 
     name: str
-    folder: Path
     record: dict
     metrics: dict[str, float]
     curve: list[dict[str, float]]
@@ -69,6 +71,15 @@ class Run:
     @property
     def paper_steps(self) -> int:
         return int(self.record["paper_steps"])
+
+    def to_json(self) -> str:
+        return json.dumps({**self.record, "metrics": self.metrics, "curve": self.curve}, indent=2) + "\n"
+
+    @classmethod
+    def from_json(cls, path: Path) -> Run:
+        record = json.loads(path.read_text())
+        metrics, curve = record.pop("metrics"), record.pop("curve")
+        return cls(record["experiment"], record, metrics, curve)
 
 
 # --- running ------------------------------------------------------------------------------------
@@ -132,7 +143,7 @@ def run_experiment(
     wall = time.perf_counter() - start
     record = {
         "experiment": experiment,
-        "command": command[1:],
+        "command": [arg.replace(f"{REPO}/", "") for arg in command[1:]],  # no machine's paths
         "returncode": result.returncode,
         "wall_s": wall,
         "device": device_name(),
@@ -175,18 +186,19 @@ def read_curve(folder: Path) -> list[dict[str, float]]:
 
 
 def read_run(folder: Path) -> Run | None:
+    """The run recorded in an experiment's output folder, or ``None`` if it holds none."""
     record_path = folder / "reproduce.json"
     if not record_path.is_file():
         return None
     record = json.loads(record_path.read_text())
     metrics_path = folder / "metrics.json"
     metrics = json.loads(metrics_path.read_text()) if metrics_path.is_file() else {}
-    return Run(record["experiment"], folder, record, metrics, read_curve(folder))
+    return Run(record["experiment"], record, metrics, read_curve(folder))
 
 
-def collect(out: Path) -> list[Run]:
-    """Every run recorded under ``out``, in the table's order."""
-    runs = [run for f in sorted(out.iterdir()) if f.is_dir() and (run := read_run(f)) is not None]
+def collect(records: Path) -> list[Run]:
+    """Every run recorded in ``records``, in the table's order."""
+    runs = [Run.from_json(path) for path in sorted(records.glob("*.json"))]
     rank = {name: i for i, name in enumerate(ORDER)}
     return sorted(runs, key=lambda run: (rank.get(run.name, len(rank)), run.name))
 
@@ -242,6 +254,8 @@ def table(runs: list[Run]) -> str:
         command = " ".join(run.record["command"]).replace(f"{REPO}/", "")
         lines.append(f"`python {command}`")
         lines.append("")
+        if "note" in run.record:
+            lines += [run.record["note"], ""]
         if run.curve:
             keys = [k for k in ("val/mrr", "val/hits@10", "val/auc_pr") if any(k in row for row in run.curve)]
             lines.append("| step | " + " | ".join(keys) + " |")
@@ -260,7 +274,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--steps", type=int, default=None, help="shorten each run to N steps")
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="folder of the runs")
     parser.add_argument("--table", type=Path, default=DEFAULT_TABLE, help="Markdown file to write")
-    parser.add_argument("--report", action="store_true", help="only rebuild the table from --out")
+    parser.add_argument("--records", type=Path, default=DEFAULT_RECORDS,
+                        help="folder of the run summaries the table is built from")
+    parser.add_argument("--report", action="store_true", help="only rebuild the table from --records")
     args = parser.parse_intermixed_args(argv)
     experiments = [item for item in args.items if "=" not in item]
     overrides = [item for item in args.items if "=" in item]
@@ -268,9 +284,12 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("name at least one experiment (or --report)")
     failed = 0
     for experiment in experiments:
-        folder = run_experiment(experiment, args.out, args.steps, overrides)
-        failed += json.loads((folder / "reproduce.json").read_text())["returncode"] != 0
-    report = table(collect(args.out)) if args.out.is_dir() else "no runs\n"
+        run = read_run(run_experiment(experiment, args.out, args.steps, overrides))
+        args.records.mkdir(parents=True, exist_ok=True)
+        (args.records / f"{experiment}.json").write_text(run.to_json())
+        failed += run.record["returncode"] != 0
+    runs = collect(args.records) if args.records.is_dir() else []
+    report = table(runs) if runs else "no runs\n"
     args.table.parent.mkdir(parents=True, exist_ok=True)
     args.table.write_text(report)
     print(report)

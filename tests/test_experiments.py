@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -186,7 +187,8 @@ def test_reproduce_runs_a_shortened_prefix_and_tables_it_against_the_paper(
     table = tmp_path / "reproduce.md"
     result = subprocess.run(
         [sys.executable, str(REPO / "benchmarks" / "reproduce.py"), "rotate_countries_s1", "--steps", "20",
-         "--out", str(tmp_path / "runs"), "--table", str(table), "model.dim=8"],
+         "--out", str(tmp_path / "runs"), "--records", str(tmp_path / "records"), "--table", str(table),
+         "model.dim=8"],
         cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600,
     )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
@@ -199,3 +201,30 @@ def test_reproduce_runs_a_shortened_prefix_and_tables_it_against_the_paper(
     assert f"| {auc_pr:.3f} | 20 of 40,000 (shortened) |" in rows["ours"]
     assert "| 1.000 | 40,000 |" in rows["paper"]
     assert table.read_text() in result.stdout
+
+
+def test_reproduce_report_rebuilds_the_table_from_records_alone(
+    serve, shared_data: Path, tmp_path: Path
+) -> None:
+    url, _ = serve(shared_data)
+    env = mirror_environment(url, tmp_path / "cache")
+    script = str(REPO / "benchmarks" / "reproduce.py")
+    records, first, second = tmp_path / "records", tmp_path / "first.md", tmp_path / "second.md"
+    common = ["--records", str(records), "--out", str(tmp_path / "runs")]
+    ran = subprocess.run(
+        [sys.executable, script, "rotate_countries_s2", "--steps", "10", *common, "--table", str(first),
+         "model.dim=8", "trainer.val_check_interval=5"],
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600,
+    )
+    assert ran.returncode == 0, ran.stdout[-3000:] + ran.stderr[-3000:]
+    record = json.loads((records / "rotate_countries_s2.json").read_text())
+    assert str(REPO) not in " ".join(record["command"])  # no machine's paths in a committed record
+    assert [row["step"] for row in record["curve"]] == [5.0, 10.0]
+    shutil.rmtree(tmp_path / "runs")  # the run folder is gone: the record alone rebuilds the table
+    report = subprocess.run(
+        [sys.executable, script, "--report", *common, "--table", str(second)],
+        cwd=tmp_path, capture_output=True, text=True, timeout=600,
+    )
+    assert report.returncode == 0, report.stderr[-3000:]
+    assert second.read_text() == first.read_text()
+    assert "| rotate_countries_s2 | ours |" in second.read_text()
