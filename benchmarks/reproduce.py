@@ -251,8 +251,7 @@ def table(runs: list[Run]) -> str:
     for run in runs:
         lines.append(f"### {run.name}")
         lines.append("")
-        command = " ".join(run.record["command"]).replace(f"{REPO}/", "")
-        lines.append(f"`python {command}`")
+        lines.append(f"`python {' '.join(run.record['command'])}`")
         lines.append("")
         if "note" in run.record:
             lines += [run.record["note"], ""]
