@@ -1,0 +1,126 @@
+"""Errors a user can act on, and how the command-line entry points report them.
+
+Every problem a user can fix (a data file, a config value, a checkpoint, a run directory) is a
+:class:`UserError`. The entry points print it as one line on stderr,
+
+    error: <what> (<where>): <how to fix>
+
+with no traceback, and exit with status 2; ``HYDRA_FULL_ERROR=1`` shows the traceback instead.
+Library code raises them like any exception, so Python users can catch them.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import sys
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+EXIT_STATUS = 2
+"""Exit status of a command stopped by a :class:`UserError`."""
+
+MAX_LABEL = 200
+"""Labels longer than this are shortened in messages."""
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def shorten(text: str, limit: int = MAX_LABEL) -> str:
+    """``repr`` of a label, shortened to about ``limit`` characters for messages.
+
+    Example:
+        >>> shorten("x" * 300)[:8], len(shorten("x" * 300)) < 230
+        ("'xxxxxxx", True)
+        >>> shorten("café")
+        "'café'"
+    """
+    if len(text) <= limit:
+        return repr(text)
+    return repr(text[:limit]) + f"… ({len(text)} characters)"
+
+
+class UserError(Exception):
+    """A problem the user can fix; ``str(error)`` is ``<what> (<where>): <how to fix>``.
+
+    Args:
+        what: what is wrong, e.g. ``expected 3 tab-separated columns, found 2``.
+        where: where, e.g. ``data/train.txt:12``, ``config key model.dim`` or a path.
+        fix: how to fix it, e.g. ``separate head, relation and tail by one tab each``.
+
+    Example:
+        >>> str(UserError("file holds no triples", "train.txt", "add triples"))
+        'file holds no triples (train.txt): add triples'
+    """
+
+    def __init__(self, what: str, where: str, fix: str) -> None:
+        self.what, self.where, self.fix = what, where, fix
+        super().__init__(f"{what} ({where}): {fix}")
+
+    def line(self) -> str:
+        """The one line an entry point prints: ``error: <what> (<where>): <how to fix>``."""
+        return f"error: {self}"
+
+
+class ArgumentError(UserError, ValueError):
+    """A constructor argument outside its allowed range.
+
+    Raised by the classes that configs instantiate, naming the argument; the entry point that
+    instantiated the class from a config node re-raises it with :meth:`at`, naming the config key.
+
+    Args:
+        name: the argument, e.g. ``dim``.
+        value: the value given.
+        requirement: what the value must be, e.g. ``an integer ≥ 1``.
+
+    Example:
+        >>> error = ArgumentError("dim", 0, "an integer ≥ 1")
+        >>> str(error)
+        'dim=0 is not allowed (argument dim): give an integer ≥ 1'
+        >>> str(error.at("model"))
+        'model.dim=0 is not allowed (config key model.dim): set model.dim to an integer ≥ 1'
+    """
+
+    def __init__(self, name: str, value: Any, requirement: str, key: str | None = None) -> None:
+        self.name, self.value, self.requirement, self.key = name, value, requirement, key
+        if key is None:
+            super().__init__(f"{name}={value!r} is not allowed", f"argument {name}", f"give {requirement}")
+        else:
+            super().__init__(f"{key}={value!r} is not allowed", f"config key {key}", f"set {key} to {requirement}")
+
+    def at(self, node: str) -> ArgumentError:
+        """The same error, naming the config key ``<node>.<name>``."""
+        return ArgumentError(self.name, self.value, self.requirement, key=f"{node}.{self.name}")
+
+
+def require(condition: bool, name: str, value: Any, requirement: str) -> None:
+    """Raise :class:`ArgumentError` unless ``condition``.
+
+    Example:
+        >>> require(3 >= 1, "dim", 3, "an integer ≥ 1")
+        >>> require(0 >= 1, "dim", 0, "an integer ≥ 1")
+        Traceback (most recent call last):
+        ...
+        lightning_kge.errors.ArgumentError: dim=0 is not allowed (argument dim): give an integer ≥ 1
+    """
+    if not condition:
+        raise ArgumentError(name, value, requirement)
+
+
+def reports_user_errors(function: F) -> F:
+    """Wrap a command's body: a :class:`UserError` becomes one line on stderr and exit status 2.
+
+    With ``HYDRA_FULL_ERROR=1`` in the environment the error propagates with its traceback.
+    """
+
+    @functools.wraps(function)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return function(*args, **kwargs)
+        except UserError as error:
+            if os.environ.get("HYDRA_FULL_ERROR", "0") not in ("", "0"):
+                raise
+            print(error.line(), file=sys.stderr, flush=True)
+            raise SystemExit(EXIT_STATUS) from None
+
+    return wrapper  # type: ignore[return-value]
