@@ -30,6 +30,7 @@ from torch.distributed.algorithms.ddp_comm_hooks import default_hooks
 from lightning_kge.datamodule import KGEDataModule
 from lightning_kge.models import RotatE
 from lightning_kge.module import KGEModule
+from lightning_kge.data.index import TripleIndex
 from lightning_kge.sampling import SelfAdversarialSampler
 
 FLOAT_BYTES = 4
@@ -49,11 +50,13 @@ def dense_bytes(entities: int, relations: int, dim: int) -> int:
 def touched_rows(entities: int, batch: int, negatives: int, shared: bool, steps: int = 5) -> float:
     """Mean distinct entity rows per step: positives' heads and tails plus the negatives."""
     generator = torch.Generator().manual_seed(0)
-    sampler = SelfAdversarialSampler(num_negatives=negatives, shared=shared, filtered=False)
+    corruption = SelfAdversarialSampler(num_negatives=negatives, shared=shared, filtered=False).corruption()
+    index = TripleIndex(torch.zeros(0, 3, dtype=torch.long), entities, 1)  # unfiltered: only the sizes are read
     counts = []
     for step in range(steps):
         positives = torch.randint(entities, (batch, 3), generator=generator)
-        negs, _ = sampler.corrupt(positives, step % 2 == 1, entities, None, generator)
+        positives[:, 1] = 0
+        negs = corruption.corrupt(positives, torch.ones(batch), step, index, None, generator).negatives
         rows = torch.cat([positives[:, 0], positives[:, 2], negs.flatten()])
         counts.append(torch.unique(rows).numel())
     return sum(counts) / len(counts)
@@ -105,7 +108,7 @@ def measure_ddp(folder: Path, steps: int) -> list[int] | None:
     entities, relations, dim, batch, negatives = SETTINGS["fb15k237"]
     L.seed_everything(0, verbose=False)
     sampler = SelfAdversarialSampler(num_negatives=negatives)
-    datamodule = KGEDataModule(sampler=sampler, path=str(folder), batch_size=batch)
+    datamodule = KGEDataModule(sampler.corruption(), path=str(folder), batch_size=batch)
     datamodule.setup()
     assert datamodule.num_entities == entities and datamodule.num_relations == relations
     model = RotatE(entities, relations, dim=dim, gamma=9.0)
@@ -115,7 +118,7 @@ def measure_ddp(folder: Path, steps: int) -> list[int] | None:
         logger=False, enable_checkpointing=False, enable_progress_bar=False,
         enable_model_summary=False, callbacks=[recorder],
     )
-    trainer.fit(KGEModule(model=model, sampler=sampler), datamodule=datamodule)
+    trainer.fit(KGEModule(model=model, selection=sampler.selection(), graph=datamodule.info), datamodule=datamodule)
     return recorder.per_step if trainer.is_global_zero else None
 
 

@@ -37,7 +37,6 @@ from lightning_kge.datamodule import KGEDataModule
 from lightning_kge.metrics.ranking import filtered_ranks
 from lightning_kge.models import RotatE
 from lightning_kge.module import KGEModule
-from lightning_kge.sampling import UniformSampler
 
 
 def plain_scores(model: RotatE, triples: Tensor, side: str, chunk: int) -> Tensor:
@@ -121,8 +120,7 @@ def main() -> None:
 
     matmul, vector = matmul_gflops(), vector_gflops()
     torch.manual_seed(0)
-    sampler = UniformSampler()
-    data = KGEDataModule(sampler, path=str(data_folder("wn18rr", args.data)), unseen="keep",
+    data = KGEDataModule(path=str(data_folder("wn18rr", args.data)), unseen="keep",
                          eval_batch_size=args.eval_batch_size)
     data.setup()
     num_test, num_entities = len(data.triples["test"]), data.num_entities
@@ -130,7 +128,7 @@ def main() -> None:
         data.graph.triples["test"] = data.triples["test"][:200]
     queries = len(data.triples["test"])
     model = RotatE(num_entities, data.num_relations, dim=args.dim, gamma=6.0, compile=True)
-    module = KGEModule(model, sampler, eval_chunk_size=args.eval_chunk_size)
+    module = KGEModule(model, eval_chunk_size=args.eval_chunk_size)
     module.eval()
 
     pairs = 2 * queries * num_entities

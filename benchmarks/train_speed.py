@@ -144,9 +144,9 @@ def project_adam(lr: float) -> functools.partial:
 def run_ours(setting: Setting, data: KGEDataModule, shared: bool, warmup: int, steps: int) -> tuple[float, PeakRSS]:
     torch.manual_seed(0)
     sampler = SelfAdversarialSampler(setting.negatives, temperature=setting.alpha, shared=shared)
-    data.sampler = sampler
+    data.corruption = sampler.corruption()
     model = RotatE(data.num_entities, data.num_relations, setting.dim, setting.gamma, compile=True)
-    module = KGEModule(model, sampler, optimizer=project_adam(setting.lr))
+    module = KGEModule(model, sampler.selection(), optimizer=project_adam(setting.lr))
     optimizer = module.configure_optimizers()
     batches = iter(data.train_dataloader())
 
@@ -204,7 +204,7 @@ def speed_table(args: argparse.Namespace) -> None:
         if args.quick:
             setting = Setting(name, 64, 256, setting.dim, setting.gamma, setting.alpha)
         data = KGEDataModule(
-            SelfAdversarialSampler(setting.negatives), path=str(data_folder(name, args.data)), unseen="keep",
+            SelfAdversarialSampler(setting.negatives).corruption(), path=str(data_folder(name, args.data)), unseen="keep",
             batch_size=setting.batch, subsampling=True,
         )
         data.setup()
@@ -247,10 +247,11 @@ def quality_table(args: argparse.Namespace) -> None:
         for shared in (False, True):
             L.seed_everything(args.seed, verbose=False)
             sampler = SelfAdversarialSampler(128, temperature=1.0, shared=shared)
-            data = KGEDataModule(sampler, path=str(data_folder(name, args.data)), batch_size=512, eval_batch_size=256)
+            data = KGEDataModule(sampler.corruption(), path=str(data_folder(name, args.data)), batch_size=512,
+                                 eval_batch_size=256)
             data.setup()
             model = RotatE(data.num_entities, data.num_relations, dim=200, gamma=6.0)
-            module = KGEModule(model, sampler, optimizer=project_adam(1e-3))
+            module = KGEModule(model, sampler.selection(), data.info, optimizer=project_adam(1e-3))
             trainer = L.Trainer(
                 max_steps=args.quality_steps, accelerator="cpu", devices=1, logger=False, limit_val_batches=0,
                 enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,

@@ -2,7 +2,7 @@
 
 ``KGEModule`` trains with the negative-sampling loss of the RotatE paper. Here a user swaps in
 the margin ranking loss of TransE (Bordes et al., 2013), ``max(0, m − f(pos) + f(neg))``
-weighted by the sampler's weights, by overriding :meth:`KGEModule.compute_loss` only: sampling,
+weighted by the selection's weights, by overriding :meth:`KGEModule.compute_loss` only: sampling,
 scoring, filtered evaluation, logging and checkpoints stay the library's.
 
     python examples/margin_loss_subclass.py --steps 300
@@ -20,7 +20,8 @@ from torch import Tensor
 from lightning_kge.datamodule import KGEDataModule
 from lightning_kge.models import TransE
 from lightning_kge.module import KGEModule
-from lightning_kge.sampling import NegativeBatch, UniformSampler
+from lightning_kge.batches import NegativeBatch
+from lightning_kge.sampling import UniformSampler
 
 
 class MarginRankingKGE(KGEModule):
@@ -36,7 +37,7 @@ class MarginRankingKGE(KGEModule):
         self.margin = margin
 
     def compute_loss(self, positive: Tensor, negative: Tensor, batch: NegativeBatch) -> Tensor:
-        weights = self.sampler.weights(negative, batch.mask)  # uniform 1/k over valid negatives
+        weights = self.selection.weights(negative, batch.mask)  # uniform 1/k over valid negatives
         hinge = torch.relu(self.margin - positive[:, None] + negative)
         return (weights * hinge).sum(dim=1).mean()
 
@@ -49,13 +50,14 @@ def main() -> None:
 
     L.seed_everything(args.seed)
     sampler = UniformSampler(num_negatives=32)
-    datamodule = KGEDataModule(sampler=sampler, name="nations", batch_size=128)  # bundled: no download
+    datamodule = KGEDataModule(sampler.corruption(), name="nations", batch_size=128)  # bundled: no download
     datamodule.setup()
     model = TransE(datamodule.num_entities, datamodule.num_relations, dim=50, gamma=6.0)
     module = MarginRankingKGE(
         margin=2.0,
         model=model,
-        sampler=sampler,
+        selection=sampler.selection(),
+        graph=datamodule.info,
         optimizer=functools.partial(torch.optim.Adam, lr=0.01),  # a partial: checkpoints rebuild it
     )
     trainer = L.Trainer(

@@ -2,37 +2,44 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import lightning as L
-from lightning.pytorch.utilities import rank_zero_warn
 import torch
+from lightning.pytorch.utilities import rank_zero_warn
 from torch import Tensor
-from torch.utils.data import DataLoader, Dataset, TensorDataset
+from torch.utils.data import DataLoader, Dataset
 
+from lightning_kge.batches import EvaluationBatch, NegativeBatch
+from lightning_kge.data.batches import Positives, TrainSampler, mix_seed
 from lightning_kge.data.datasets import resolve_dataset
+from lightning_kge.data.distributed import UnpaddedDistributedSampler
 from lightning_kge.data.graph import SPLITS, KnowledgeGraph, UnseenPolicy, load_graph
 from lightning_kge.data.index import TripleIndex
-from lightning_kge.data.sampler import UnpaddedDistributedSampler
+from lightning_kge.data.info import GraphInfo, describe
+from lightning_kge.data.statistics import head_corruption_probability, subsampling_weights
 from lightning_kge.data.tsv import TripleFileError, read_labels
-from lightning_kge.losses import subsampling_weights
-from lightning_kge.metrics.categories import relation_categories
-from lightning_kge.sampling import NegativeBatch, UniformSampler
+from lightning_kge.errors import require
+from lightning_kge.sampling.corruption import Corruption
+from lightning_kge.serialization import from_spec, to_spec
 
 
 class KGEDataModule(L.LightningDataModule):
     """Triples of a knowledge graph with corruption for training and filters for evaluation.
 
-    Training batches are ``(positives (B, 3), weight (B,))``; once on the device,
-    :meth:`on_after_batch_transfer` corrupts them into a :class:`NegativeBatch` with the
-    ``sampler``, alternating tail-batch and head-batch as the paper's code does, from a
-    generator seeded by the global seed and the process rank. Evaluation batches are dicts with
-    ``triples (B, 3)`` and the ``(row, entity)`` pairs of the other true tails and heads over
-    train + valid + test, so the module ranks them filtered with no index of its own.
+    Training batches are slices ``(positives (B, 3), weight (B,))`` in the order of a
+    :class:`~lightning_kge.data.batches.TrainSampler`; once on the device, :meth:`on_after_batch_transfer`
+    corrupts them into a :class:`~lightning_kge.batches.NegativeBatch` with the ``corruption``
+    (a ``sampler=`` option's ``corruption()``), from a generator seeded by the global seed, the
+    process rank and the step, so negatives differ across ranks and steps, repeat under the same
+    seed, and a resumed run draws what an uninterrupted one would. Evaluation batches are
+    :class:`~lightning_kge.batches.EvaluationBatch`es with the other true answers over all
+    splits, so the module ranks them filtered with no index of its own.
 
     Args:
-        sampler: draws the negatives (``conf/sampler``).
+        corruption: draws the negatives, or its spec; only training needs it.
         name: a bundled (``nations``, ``kinships``, ``umls``) or downloadable dataset name.
         path: a folder with ``train.txt``, ``valid.txt``, ``test.txt``; instead of ``name``.
         url: base URL overriding the download source of ``name``.
@@ -41,15 +48,15 @@ class KGEDataModule(L.LightningDataModule):
         batch_size: positives per training batch (per process under DDP).
         eval_batch_size: queries per evaluation batch.
         subsampling: weight positives by the paper code's subsampling weight.
-        num_workers: DataLoader workers.
+        num_workers: DataLoader workers of the evaluation loaders (training batches are slices).
         regions: a file of candidate labels in the dataset folder (``regions.list`` for the
-            countries datasets): evaluation batches then carry their ids as ``regions`` and
-            the module reports AUC-PR over them.
+            countries datasets): its entity ids go into the :class:`GraphInfo`, and the
+            ``RegionAUCPR`` callback reports AUC-PR over them.
     """
 
     def __init__(
         self,
-        sampler: UniformSampler,
+        corruption: Corruption | Mapping[str, Any] | None = None,
         name: str | None = None,
         path: str | None = None,
         url: str | None = None,
@@ -61,10 +68,15 @@ class KGEDataModule(L.LightningDataModule):
         regions: str | None = None,
     ) -> None:
         super().__init__()
-        self.save_hyperparameters(ignore=["sampler"])
         if (name is None) == (path is None):
             raise ValueError("give exactly one of data.name (a known dataset) or data.path (a folder)")
-        self.sampler = sampler
+        require(isinstance(batch_size, int) and batch_size >= 1, "batch_size", batch_size, "an integer ≥ 1")
+        require(isinstance(eval_batch_size, int) and eval_batch_size >= 1, "eval_batch_size", eval_batch_size,
+                "an integer ≥ 1")
+        require(isinstance(num_workers, int) and num_workers >= 0, "num_workers", num_workers, "an integer ≥ 0")
+        self.corruption: Corruption | None = from_spec(corruption)
+        self.save_hyperparameters(ignore=["corruption"])
+        self.hparams["corruption"] = None if self.corruption is None else to_spec(self.corruption)
         self.name = name
         self.path = path
         self.url = url
@@ -74,10 +86,10 @@ class KGEDataModule(L.LightningDataModule):
         self.subsampling = subsampling
         self.num_workers = num_workers
         self.regions = regions
-        self.region_ids: Tensor | None = None
         self.graph: KnowledgeGraph | None = None
+        self.train_batches_done = 0
+        """Training batches consumed so far (saved in checkpoints: a resumed run continues from it)."""
         self._generator: torch.Generator | None = None
-        self._train_batches = 0
 
     # --- loading --------------------------------------------------------------------------------
     def prepare_data(self) -> None:
@@ -92,18 +104,23 @@ class KGEDataModule(L.LightningDataModule):
         if self.graph is not None:
             return
         folder = self.folder()
-        self.graph = load_graph(folder, self.unseen)
-        for split, count in self.graph.dropped.items():
+        graph = load_graph(folder, self.unseen)
+        for split, count in graph.dropped.items():
             rank_zero_warn(f"dropped {count} {split} triples with an entity or relation not in train (data.unseen=drop)")
-        train = self.graph.triples["train"]
-        self.train_index = TripleIndex(train, self.num_entities, self.num_relations)
-        everything = torch.cat([self.graph.triples[s] for s in SPLITS])
-        self.filter_index = TripleIndex(everything, self.num_entities, self.num_relations)
-        self.relation_categories = relation_categories(everything, self.num_relations)
-        if self.regions is not None:
-            self.region_ids = self._label_ids(folder / self.regions)
+        for split, count in graph.duplicates.items():
+            if count:
+                what = "kept (they weigh in training)" if split == "train" else "ranked once each"
+                rank_zero_warn(f"{folder / (split + '.txt')}: {count} duplicate triples, {what}")
+        self.graph = graph
+        train = graph.triples["train"]
+        self.train_index = TripleIndex(train, graph.num_entities, graph.num_relations)
+        everything = torch.cat([graph.triples[s] for s in SPLITS])
+        self.filter_index = TripleIndex(everything, graph.num_entities, graph.num_relations)
+        region_ids = None if self.regions is None else self._label_ids(folder / self.regions)
+        self.info: GraphInfo = describe(graph, region_ids, source=self.name or str(folder))
+        self.head_probability = head_corruption_probability(train, graph.num_relations)
         self.train_weight = (
-            subsampling_weights(train, self.num_entities, self.num_relations)
+            subsampling_weights(train, graph.num_entities, graph.num_relations)
             if self.subsampling
             else torch.ones(len(train))
         )
@@ -129,12 +146,12 @@ class KGEDataModule(L.LightningDataModule):
     def relation_to_id(self) -> dict[str, int]:
         return self._loaded().relation_to_id
 
-    def _label_ids(self, path: Path) -> Tensor:
+    def _label_ids(self, path: Path) -> list[int]:
         labels = read_labels(path)
         unknown = [label for label in labels if label not in self.entity_to_id]
         if unknown:
             raise TripleFileError(path, None, f"labels {unknown} are not entities of the graph")
-        return torch.tensor([self.entity_to_id[label] for label in labels])
+        return [self.entity_to_id[label] for label in labels]
 
     def _loaded(self) -> KnowledgeGraph:
         if self.graph is None:
@@ -144,14 +161,12 @@ class KGEDataModule(L.LightningDataModule):
 
     # --- loaders ----------------------------------------------------------------------------------
     def train_dataloader(self) -> DataLoader:
-        dataset = TensorDataset(self.triples["train"], self.train_weight)
-        return DataLoader(
-            dataset,
-            batch_size=self.batch_size,
-            shuffle=True,
-            num_workers=self.num_workers,
-            persistent_workers=self.num_workers > 0,
-        )
+        """Sliced training batches; each process takes its share (no distributed sampler needed)."""
+        trainer = self.trainer
+        rank, world = (trainer.global_rank, trainer.world_size) if trainer is not None else (0, 1)
+        sampler = TrainSampler(len(self.triples["train"]), self.batch_size, torch.initial_seed(), rank, world)
+        sampler.start = self.train_batches_done
+        return DataLoader(Positives(self.triples["train"], self.train_weight), batch_size=None, sampler=sampler)
 
     def val_dataloader(self) -> DataLoader:
         return self.eval_dataloader("valid")
@@ -170,7 +185,7 @@ class KGEDataModule(L.LightningDataModule):
             dataset,
             batch_size=self.eval_batch_size,
             sampler=sampler,
-            collate_fn=FilterCollate(self.filter_index, self.region_ids),
+            collate_fn=FilterCollate(self.filter_index),
             num_workers=self.num_workers,
         )
 
@@ -184,20 +199,27 @@ class KGEDataModule(L.LightningDataModule):
         return self.corrupt(positives, weight)
 
     def corrupt(self, positives: Tensor, weight: Tensor) -> NegativeBatch:
-        """Draw negatives for ``positives``; tail-batch and head-batch alternate per call."""
+        """Draw the negatives of the next training batch (tail-batch and head-batch alternate)."""
+        if self.corruption is None:
+            raise RuntimeError("this KGEDataModule has no corruption: give corruption=<sampler>.corruption() to train")
         device = positives.device
         if self._generator is None or self._generator.device != device:
-            rank = self.trainer.global_rank if self.trainer is not None else 0
             self._generator = torch.Generator(device=device)
-            self._generator.manual_seed(torch.initial_seed() + 7919 * rank)
         if self.train_index.device != device:
             self.train_index.to(device)
-        corrupt_head = self._train_batches % 2 == 1
-        self._train_batches += 1
-        negatives, mask = self.sampler.corrupt(
-            positives, corrupt_head, self.num_entities, self.train_index, self._generator
-        )
-        return NegativeBatch(positives, negatives, corrupt_head, mask, weight)
+        rank = self.trainer.global_rank if self.trainer is not None else 0
+        step = self.train_batches_done
+        self._generator.manual_seed(mix_seed(torch.initial_seed(), rank, step))
+        self.train_batches_done += 1
+        return self.corruption.corrupt(positives, weight, step, self.train_index, self.head_probability, self._generator)
+
+    # --- checkpoints ------------------------------------------------------------------------------
+    def state_dict(self) -> dict[str, Any]:
+        """What a resumed run needs: the number of training batches consumed."""
+        return {"train_batches_done": self.train_batches_done}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self.train_batches_done = int(state_dict["train_batches_done"])
 
 
 class QueryDataset(Dataset):
@@ -212,22 +234,18 @@ class QueryDataset(Dataset):
     def __getitem__(self, i: int) -> Tensor:
         return self.triples[i]
 
+    def __getitems__(self, indices: list[int]) -> Tensor:
+        return self.triples[torch.as_tensor(indices)]
+
 
 class FilterCollate:
-    """Collate query triples with the ``(row, entity)`` pairs of their other true answers."""
+    """Collate query triples (already stacked) with the pairs of their other true answers."""
 
-    def __init__(self, index: TripleIndex, regions: Tensor | None = None) -> None:
+    def __init__(self, index: TripleIndex) -> None:
         self.index = index
-        self.regions = regions
 
-    def __call__(self, items: list[Tensor]) -> dict[str, Tensor]:
-        triples = torch.stack(items)
+    def __call__(self, triples: Tensor) -> EvaluationBatch:
         h, r, t = triples.unbind(1)
-        batch = {
-            "triples": triples,
-            "tail_filter": torch.stack(self.index.true_tails(h, r)),
-            "head_filter": torch.stack(self.index.true_heads(r, t)),
-        }
-        if self.regions is not None:
-            batch["regions"] = self.regions
-        return batch
+        tail_rows, tail_entities = self.index.true_tails(h, r)
+        head_rows, head_entities = self.index.true_heads(r, t)
+        return EvaluationBatch(triples, (tail_rows, tail_entities), (head_rows, head_entities))

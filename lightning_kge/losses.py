@@ -41,22 +41,3 @@ def negative_sampling_loss(
     total = sample_weight.sum()
     return ((sample_weight * positive).sum() / total + (sample_weight * negative).sum() / total) / 2
 
-
-def subsampling_weights(triples: Tensor, num_entities: int, num_relations: int, start: int = 4) -> Tensor:
-    """The paper code's word2vec-style weight ``1 / sqrt(#(h, r) + #(t, r⁻¹))`` per triple.
-
-    Counts are over ``triples``; as in the code, a pair seen once counts ``start`` and each
-    further occurrence adds one.
-
-    Example:
-        >>> subsampling_weights(torch.tensor([[0, 0, 1], [0, 0, 2]]), 3, 1).tolist()
-        [0.3333..., 0.3333...]
-    """
-    h, r, t = triples.unbind(1)
-    count = _pair_counts(h * num_relations + r) + _pair_counts(t * num_relations + r) + 2 * (start - 1)
-    return torch.rsqrt(count.to(torch.float32))
-
-
-def _pair_counts(keys: Tensor) -> Tensor:
-    _, inverse, counts = torch.unique(keys, return_inverse=True, return_counts=True)
-    return counts[inverse]

@@ -2,54 +2,53 @@
 
 from __future__ import annotations
 
-import warnings
 from collections.abc import Callable, Mapping
 from typing import Any
 
 import lightning as L
 import torch
-from lightning.fabric.utilities.warnings import PossibleUserWarning
-from torch import Tensor
-from torchmetrics.classification import BinaryAveragePrecision
+from torch import Tensor, nn
 
+from lightning_kge.batches import EvaluationBatch, NegativeBatch
+from lightning_kge.data.info import GraphInfo
+from lightning_kge.data.statistics import CATEGORIES
+from lightning_kge.errors import require
 from lightning_kge.losses import negative_sampling_loss
-from lightning_kge.metrics.categories import CATEGORIES
-from lightning_kge.metrics.ranking import SIDES, RankingMetrics, Ties, filtered_ranks
+from lightning_kge.metrics.ranking import SIDES, TIES, RankingMetrics, RankingSummary, Ties, filtered_ranks
 from lightning_kge.models.base import KGEModel
-from lightning_kge.sampling import NegativeBatch, UniformSampler
-from lightning_kge.spec import from_spec, to_spec
+from lightning_kge.sampling.selection import Selection, Weighting
+from lightning_kge.serialization import from_spec, to_spec
 
 OptimizerFactory = Callable[..., torch.optim.Optimizer]
-
-# Ranking values are logged as totals over all processes (see ``log_ranking``), so Lightning's
-# advice to average them with ``sync_dist=True`` does not apply to them.
-warnings.filterwarnings(
-    "ignore", message=r"It is recommended to use `self\.log\('(val|test)/", category=PossibleUserWarning
-)
+STAGES = ("val", "test")
 
 
 class KGEModule(L.LightningModule):
     """Negative-sampling training and filtered ranking evaluation around a :class:`KGEModel`.
 
-    Training step: score the positives and the negatives of a :class:`NegativeBatch`, weigh the
-    negatives with the sampler (uniform or self-adversarial), and apply
-    :func:`~lightning_kge.losses.negative_sampling_loss`. Validation and test rank every
-    entity as head and as tail of each query, filtered, and log ``{stage}/mrr``, ``/mr``,
-    ``/hits@k`` (both sides), ``{stage}/head/…``, ``{stage}/tail/…`` and, when the datamodule
-    has ``relation_categories``, ``{stage}/1-to-N/mrr`` etc. When evaluation batches carry
-    ``regions`` (the countries datasets), ``{stage}/auc_pr`` is logged too: the paper code's
-    AUC-PR of every (query, region) pair, tail prediction only.
+    Training step: the :class:`~lightning_kge.sampling.selection.Selection` may choose among the
+    drawn negatives of a :class:`~lightning_kge.batches.NegativeBatch`; the positives and the
+    negatives are scored, the selection weighs the negatives (uniform or self-adversarial), and
+    :func:`~lightning_kge.losses.negative_sampling_loss` is applied. Validation and test rank
+    every entity as head and as tail of each query of an
+    :class:`~lightning_kge.batches.EvaluationBatch`, filtered, and log ``{stage}/mrr``, ``/mr``,
+    ``/hits@k`` (both sides), ``{stage}/head/…``, ``{stage}/tail/…`` and, with a ``graph``,
+    ``{stage}/1-to-N/mrr`` etc.; the whole summary of each stage, per relation included, stays in
+    :attr:`rankings`.
 
     Subclass and override a hook rather than a step: :meth:`score_negatives`,
     :meth:`compute_loss`, :meth:`score_all_candidates`.
 
     Args:
         model: the model, or its spec (``{"_target_": ..., **args}``, as stored in checkpoints).
-        sampler: the negative sampler (it also weighs the negatives), or its spec.
+        selection: chooses and weighs negatives (a ``sampler=`` option's ``selection()``), or its
+            spec; ``None`` means uniform weights.
+        graph: the :class:`~lightning_kge.data.info.GraphInfo` of the training data (labels,
+            relation categories, regions, fingerprint), kept in checkpoints; optional.
         optimizer: a factory ``params -> Optimizer`` (``functools.partial``; Hydra
             ``_partial_: true``); ``None`` means ``torch.optim.Adam`` with its defaults.
         lr_scheduler: optional factory ``optimizer -> LRScheduler``, stepped every step.
-        regularization: weight of the L3 penalty ``Σ ‖θ‖₃³`` (paper code; for the bilinear models).
+        regularization: weight ``≥ 0`` of the L3 penalty ``Σ ‖θ‖₃³`` (paper code; bilinear models).
         ties: rank ties as ``realistic`` (mean of optimistic and pessimistic), ``optimistic``
             or ``pessimistic``.
         eval_chunk_size: candidate entities scored at once during evaluation (bounds memory).
@@ -59,7 +58,8 @@ class KGEModule(L.LightningModule):
     def __init__(
         self,
         model: KGEModel | Mapping[str, Any],
-        sampler: UniformSampler | Mapping[str, Any],
+        selection: Selection | Mapping[str, Any] | None = None,
+        graph: GraphInfo | Mapping[str, Any] | None = None,
         optimizer: OptimizerFactory | Mapping[str, Any] | None = None,
         lr_scheduler: Callable[..., Any] | Mapping[str, Any] | None = None,
         regularization: float = 0.0,
@@ -68,27 +68,52 @@ class KGEModule(L.LightningModule):
         hits_at: tuple[int, ...] = (1, 3, 10),
     ) -> None:
         super().__init__()
+        require(isinstance(regularization, (int, float)) and regularization >= 0, "regularization", regularization,
+                "a number ≥ 0")
+        require(ties in TIES, "ties", ties, " or ".join(TIES))
+        require(isinstance(eval_chunk_size, int) and eval_chunk_size >= 1, "eval_chunk_size", eval_chunk_size,
+                "an integer ≥ 1")
+        require(len(hits_at) > 0 and all(isinstance(k, int) and k >= 1 for k in hits_at), "hits_at", hits_at,
+                "a list of integers ≥ 1")
         self.model: KGEModel = from_spec(model)
-        self.sampler: UniformSampler = from_spec(sampler)
+        self.selection: Selection = Weighting() if selection is None else from_spec(selection)
+        self.graph: GraphInfo | None = GraphInfo.from_dict(graph) if isinstance(graph, Mapping) else graph
+        if self.graph is not None and (self.graph.num_entities, self.graph.num_relations) != (
+            self.model.num_entities, self.model.num_relations
+        ):
+            raise ValueError(
+                f"the graph has {self.graph.num_entities} entities and {self.graph.num_relations} relations, "
+                f"the model {self.model.num_entities} and {self.model.num_relations}"
+            )
         self.optimizer_factory = from_spec(optimizer)
         self.lr_scheduler_factory = from_spec(lr_scheduler)
         self.regularization = regularization
         self.ties = ties
         self.eval_chunk_size = eval_chunk_size
-        self.save_hyperparameters(ignore=["model", "sampler", "optimizer", "lr_scheduler"])
+        # Kept in checkpoints; the labels are too long for loggers (see on_fit_start).
+        self.save_hyperparameters(ignore=["model", "selection", "graph", "optimizer", "lr_scheduler"], logger=False)
         self.hparams.update(
             model=to_spec(self.model),
-            sampler=to_spec(self.sampler),
+            selection=to_spec(self.selection),
+            graph=None if self.graph is None else self.graph.to_dict(),
             optimizer=None if optimizer is None else to_spec(self.optimizer_factory),
             lr_scheduler=None if lr_scheduler is None else to_spec(self.lr_scheduler_factory),
         )
-        num_relations = self.model.num_relations
-        self.val_metrics = RankingMetrics(num_relations, tuple(hits_at))
-        self.test_metrics = RankingMetrics(num_relations, tuple(hits_at))
-        self.val_auc_pr = BinaryAveragePrecision()
-        self.test_auc_pr = BinaryAveragePrecision()
-        self.relation_categories: Tensor | None = None
-        self.per_relation: dict[str, dict[str, Tensor]] = {}
+        self.metrics = nn.ModuleDict(
+            {stage: RankingMetrics(self.model.num_relations, tuple(hits_at)) for stage in STAGES}
+        )
+        self.rankings: dict[str, RankingSummary] = {}
+        """The last evaluation summary of each stage (``"val"``, ``"test"``)."""
+
+    def loggable_hparams(self) -> dict[str, Any]:
+        """The hyperparameters without the graph's labels (a summary of the graph instead)."""
+        values = dict(self.hparams)
+        values["graph"] = None if self.graph is None else self.graph.summary()
+        return values
+
+    def on_fit_start(self) -> None:
+        for logger in self.loggers:
+            logger.log_hyperparams(self.loggable_hparams())
 
     # --- scoring ----------------------------------------------------------------------------------
     def forward(self, h: Tensor, r: Tensor, t: Tensor) -> Tensor:
@@ -99,11 +124,14 @@ class KGEModule(L.LightningModule):
         return self.model.score_hrt(h, r, t)
 
     def score_negatives(self, batch: NegativeBatch) -> Tensor:
-        """``(B, k)`` scores of the corrupted triples of ``batch``."""
+        """``(B, k)`` scores of the corrupted triples of ``batch``.
+
+        Each row is scored from its head query ``(?, r, t)`` or its tail query ``(h, r, ?)``,
+        as ``batch.corrupt_head`` says, with fixed shapes (both queries are formed, one kept).
+        """
         h, r, t = batch.positives.unbind(1)
-        if batch.corrupt_head:
-            return self.model.score_h(r, t, batch.negatives)
-        return self.model.score_t(h, r, batch.negatives)
+        query = torch.where(batch.corrupt_head[:, None], self.model.head_query(r, t), self.model.tail_query(h, r))
+        return self.model.score_candidates(query, batch.negatives)
 
     def score_all_candidates(self, triples: Tensor, side: str) -> Tensor:
         """``(B, E)`` scores of every entity as the ``side`` (``head``/``tail``) of each query."""
@@ -116,13 +144,14 @@ class KGEModule(L.LightningModule):
     # --- training -----------------------------------------------------------------------------------
     def compute_loss(self, positive: Tensor, negative: Tensor, batch: NegativeBatch) -> Tensor:
         """The loss of one batch from positive ``(B,)`` and negative ``(B, k)`` scores."""
-        weights = self.sampler.weights(negative, batch.mask)
+        weights = self.selection.weights(negative, batch.mask)
         loss = negative_sampling_loss(positive, negative, weights, batch.weight)
         if self.regularization:
             loss = loss + self.regularization * self.model.penalty()
         return loss
 
     def training_step(self, batch: NegativeBatch, batch_idx: int) -> Tensor:
+        batch = self.selection.select(batch, self.score_negatives)
         h, r, t = batch.positives.unbind(1)
         loss = self.compute_loss(self.model.score_hrt(h, r, t), self.score_negatives(batch), batch)
         self.log("train/loss", loss, prog_bar=True, batch_size=len(h))
@@ -137,30 +166,20 @@ class KGEModule(L.LightningModule):
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
 
     # --- evaluation ---------------------------------------------------------------------------------
-    def setup(self, stage: str) -> None:
-        datamodule = getattr(self.trainer, "datamodule", None) if self._trainer else None
-        self.relation_categories = getattr(datamodule, "relation_categories", None)
-
-    def rank_batch(self, batch: Mapping[str, Tensor], stage: str) -> None:
+    def rank_batch(self, batch: EvaluationBatch, stage: str) -> None:
         """Rank each query of ``batch`` as head and as tail prediction; update ``stage``'s metrics."""
-        triples = batch["triples"]
-        metric = getattr(self, f"{stage}_metrics")
+        triples = batch.triples
         for side in SIDES:
-            rows, cols = batch[f"{side}_filter"]
+            rows, cols = batch.filter(side)
             target = triples[:, 0 if side == "head" else 2]
             scores = self.score_all_candidates(triples, side)
             ranks = filtered_ranks(scores, target, rows, cols, self.ties)
-            metric.update(ranks, triples[:, 1], side)
-        if "regions" in batch:
-            regions = batch["regions"]
-            h, r, t = triples.unbind(1)
-            scores = self.model.score_t(h, r, regions)
-            getattr(self, f"{stage}_auc_pr").update(scores.flatten(), (regions == t[:, None]).flatten().long())
+            self.metrics[stage].update(ranks, triples[:, 1], side)
 
-    def validation_step(self, batch: Mapping[str, Tensor], batch_idx: int) -> None:
+    def validation_step(self, batch: EvaluationBatch, batch_idx: int) -> None:
         self.rank_batch(batch, "val")
 
-    def test_step(self, batch: Mapping[str, Tensor], batch_idx: int) -> None:
+    def test_step(self, batch: EvaluationBatch, batch_idx: int) -> None:
         self.rank_batch(batch, "test")
 
     def on_validation_epoch_end(self) -> None:
@@ -173,18 +192,15 @@ class KGEModule(L.LightningModule):
         """Log ``{stage}/mrr`` etc. from the metric states summed over processes, then reset.
 
         Every breakdown (sides, relation categories, per relation) is read inside one
-        ``sync_context``, so under DDP each process sees the same totals and logs the same keys.
-        The per-relation results stay in ``self.per_relation[stage]`` for reports.
+        ``sync_context``, so under DDP each process sees the same totals and logs the same keys;
+        the summary stays in ``self.rankings[stage]``.
         """
-        metric: RankingMetrics = getattr(self, f"{stage}_metrics")
+        metric: RankingMetrics = self.metrics[stage]
+        categories = None if self.graph is None else self.graph.categories()
         with metric.sync_context():
-            values = metric.summary(self.relation_categories, CATEGORIES)
-            self.per_relation[stage] = metric.per_relation()
-        auc_pr: BinaryAveragePrecision = getattr(self, f"{stage}_auc_pr")
-        if auc_pr.update_called:
-            values["auc_pr"] = auc_pr.compute()
-        # Values are already totals over all processes: no sync_dist (it would only average
-        # equal copies, one collective call per key).
-        self.log_dict({f"{stage}/{k}": v.float() for k, v in values.items()})
+            summary = RankingSummary(metric.summary(categories, CATEGORIES), metric.per_relation())
+        self.rankings[stage] = summary
+        # The values are already totals over all processes, equal on every rank: sync_dist only
+        # averages equal copies (and tells Lightning they are global).
+        self.log_dict({f"{stage}/{k}": v.float() for k, v in summary.values.items()}, sync_dist=True)
         metric.reset()
-        auc_pr.reset()

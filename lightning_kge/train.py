@@ -1,7 +1,7 @@
 """Hydra entry point: ``python -m lightning_kge.train model=rotate sampler=self_adversarial``.
 
-Only this module (and :mod:`lightning_kge.evaluate`) touches Hydra: :func:`train` builds the
-plain objects from a composed config and runs Lightning; tests call it directly.
+Only the entry points touch Hydra: :func:`train` builds the plain objects from a composed config
+(:func:`build`, :func:`build_trainer`) and runs Lightning; tests call it directly.
 """
 
 from __future__ import annotations
@@ -12,12 +12,14 @@ from typing import Any
 import hydra
 import lightning as L
 from hydra.core.hydra_config import HydraConfig
+from hydra.errors import InstantiationException
 from hydra.types import RunMode
 from hydra.utils import instantiate
 from lightning.pytorch.strategies.launchers.subprocess_script import _SubprocessScriptLauncher
 from omegaconf import DictConfig
 
 from lightning_kge.datamodule import KGEDataModule
+from lightning_kge.errors import ArgumentError, UserError, reports_user_errors
 from lightning_kge.module import KGEModule
 
 
@@ -30,36 +32,64 @@ def config_dir() -> Path:
     raise FileNotFoundError(f"no conf/config.yaml in {here} or {here.parent}")
 
 
+def instantiate_node(node: DictConfig, key: str, **kwargs: Any) -> Any:
+    """``hydra.utils.instantiate`` of the config node at ``key``; errors name the config key.
+
+    An :class:`~lightning_kge.errors.ArgumentError` raised by the class becomes the same error
+    naming ``<key>.<argument>``; any other :class:`~lightning_kge.errors.UserError` passes as it is.
+    """
+    try:
+        return instantiate(node, **kwargs, _convert_="all")
+    except InstantiationException as error:
+        cause = error.__cause__
+        if isinstance(cause, ArgumentError):
+            raise cause.at(key) from None
+        if isinstance(cause, UserError):
+            raise cause from None
+        raise
+
+
 def build(cfg: DictConfig) -> tuple[KGEModule, KGEDataModule]:
-    """Instantiate the datamodule and the module (with its model, sampler and optimizer)."""
-    sampler = instantiate(cfg.sampler, _convert_="all")
-    datamodule = instantiate(cfg.data, sampler=sampler, _convert_="all")
+    """Instantiate the datamodule and the module from a composed config.
+
+    The ``sampler`` option gives the datamodule its ``Corruption`` (drawing negatives) and the
+    module its ``Selection`` (choosing and weighing them); the datamodule's ``GraphInfo`` goes
+    to the module, which keeps it in its checkpoints.
+    """
+    sampler = instantiate_node(cfg.sampler, "sampler")
+    datamodule = instantiate_node(cfg.data, "data", corruption=sampler.corruption())
     datamodule.prepare_data()
     datamodule.setup()
-    model = instantiate(
-        cfg.model,
-        num_entities=datamodule.num_entities,
-        num_relations=datamodule.num_relations,
-        _convert_="all",
+    model = instantiate_node(
+        cfg.model, "model", num_entities=datamodule.num_entities, num_relations=datamodule.num_relations
     )
-    module = instantiate(
+    module = instantiate_node(
         cfg.module,
+        "module",
         model=model,
-        sampler=sampler,
-        optimizer=instantiate(cfg.optimizer, _convert_="all"),
-        _convert_="all",
+        selection=sampler.selection(),
+        graph=datamodule.info,
+        optimizer=instantiate_node(cfg.optimizer, "optimizer"),
     )
     return module, datamodule
+
+
+def build_trainer(cfg: DictConfig) -> L.Trainer:
+    """The Trainer of ``cfg.trainer`` with the logger of ``cfg.logger`` and the named ``cfg.callbacks``."""
+    logger = instantiate_node(cfg.logger, "logger") if cfg.get("logger") else False
+    callbacks = [instantiate_node(node, f"callbacks.{name}") for name, node in (cfg.get("callbacks") or {}).items()
+                 if node is not None]
+    return instantiate_node(cfg.trainer, "trainer", logger=logger, callbacks=callbacks)
 
 
 def train(cfg: DictConfig) -> dict[str, float]:
     """Train, then test; returns the test metrics.
 
-    The trainer's :class:`~lightning_kge.report.TestReport` callback prints the table and writes
-    ``metrics.json`` to ``cfg.output_dir`` on global rank zero.
+    The trainer's :class:`~lightning_kge.callbacks.report.TestReport` callback prints the table and
+    writes ``metrics.json`` to ``cfg.output_dir`` on global rank zero.
     """
     L.seed_everything(cfg.seed, workers=True)
-    trainer: L.Trainer = instantiate(cfg.trainer, _convert_="all")
+    trainer = build_trainer(cfg)
     refuse_relaunch_in_multirun(trainer)
     module, datamodule = build(cfg)
     trainer.fit(module, datamodule=datamodule)
@@ -81,14 +111,16 @@ def refuse_relaunch_in_multirun(trainer: L.Trainer) -> None:
     """
     multirun = HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
     if multirun and isinstance(trainer.strategy.launcher, _SubprocessScriptLauncher):
-        raise ValueError(
+        raise UserError(
             f"strategy {type(trainer.strategy).__name__} re-runs the command once per rank, which "
-            "cannot work inside a Hydra multirun (-m): use strategy=ddp_spawn for a sweep, or "
-            "run one job per command without -m"
+            "cannot work inside a Hydra multirun (-m)",
+            "config key trainer.strategy",
+            "use strategy=ddp_spawn for a sweep, or run one job per command without -m",
         )
 
 
 @hydra.main(version_base="1.3", config_path=str(config_dir()), config_name="config")
+@reports_user_errors
 def main(cfg: DictConfig) -> Any:
     """Command-line entry point (Hydra)."""
     return train(cfg)

@@ -2,7 +2,7 @@
 
 Run by ``tests/test_distributed.py`` as ``python tests/ddp_probe.py OUT SEED``; Lightning's DDP
 re-runs this script for rank 1. Each rank writes ``OUT/rank{r}.pt``: a list of
-``(epoch, positives (B, 3), negatives (B, k), corrupt_head)`` per training batch.
+``(epoch, positives (B, 3), negatives (B, k), corrupt_head (B,))`` per training batch.
 """
 
 from __future__ import annotations
@@ -24,10 +24,11 @@ class BatchRecorder(L.Callback):
 
     def __init__(self, out: Path) -> None:
         self.out = out
-        self.batches: list[tuple[int, torch.Tensor, torch.Tensor, bool]] = []
+        self.batches: list[tuple[int, torch.Tensor, torch.Tensor, torch.Tensor]] = []
 
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:  # noqa: ANN001
-        self.batches.append((trainer.current_epoch, batch.positives.clone(), batch.negatives.clone(), batch.corrupt_head))
+        self.batches.append((trainer.current_epoch, batch.positives.clone(), batch.negatives.clone(),
+                             batch.corrupt_head.clone()))
 
     def on_train_end(self, trainer, pl_module) -> None:  # noqa: ANN001
         torch.save(self.batches, self.out / f"rank{trainer.global_rank}.pt")
@@ -36,7 +37,7 @@ class BatchRecorder(L.Callback):
 def main(out: Path, seed: int) -> None:
     L.seed_everything(seed, verbose=False)
     sampler = SelfAdversarialSampler(num_negatives=4, temperature=1.0)
-    datamodule = KGEDataModule(sampler=sampler, name="nations", batch_size=200, subsampling=False)
+    datamodule = KGEDataModule(sampler.corruption(), name="nations", batch_size=200, subsampling=False)
     datamodule.setup()
     model = RotatE(datamodule.num_entities, datamodule.num_relations, dim=4, gamma=6.0)
     trainer = L.Trainer(
@@ -44,7 +45,7 @@ def main(out: Path, seed: int) -> None:
         logger=False, enable_checkpointing=False, enable_progress_bar=False,
         enable_model_summary=False, callbacks=[BatchRecorder(out)],
     )
-    trainer.fit(KGEModule(model=model, sampler=sampler), datamodule=datamodule)
+    trainer.fit(KGEModule(model=model, selection=sampler.selection(), graph=datamodule.info), datamodule=datamodule)
 
 
 if __name__ == "__main__":

@@ -1,4 +1,4 @@
-"""Reading triple files, one vocabulary over splits, the triple index, the eval sampler, the datamodule."""
+"""Reading triple files, one vocabulary over splits, the triple index."""
 
 from __future__ import annotations
 
@@ -10,10 +10,7 @@ import torch
 from lightning_kge.data.datasets import resolve_dataset
 from lightning_kge.data.graph import load_graph
 from lightning_kge.data.index import TripleIndex
-from lightning_kge.data.sampler import UnpaddedDistributedSampler
 from lightning_kge.data.tsv import TripleFileError, read_triples
-from lightning_kge.datamodule import KGEDataModule
-from lightning_kge.sampling import UniformSampler
 
 TRAIN = "a\tlikes\tb\nb\tlikes\tc\nc\thates\ta\n"
 
@@ -163,14 +160,6 @@ def test_unseen_drop_removes_and_counts_such_triples(tmp_path: Path) -> None:
     assert graph.triples["test"].tolist() == [[e["c"], r["likes"], e["b"]]]
 
 
-def test_datamodule_reports_how_many_triples_it_dropped(tmp_path: Path) -> None:
-    test = "a\tloves\tb\nb\tlikes\tnew2\nc\tlikes\tb\n"
-    datamodule = KGEDataModule(UniformSampler(2), path=str(make_folder(tmp_path, test=test)), unseen="drop")
-    with pytest.warns(UserWarning, match="dropped 2 test triples"):
-        datamodule.setup()
-    assert len(datamodule.triples["test"]) == 1
-
-
 def test_unseen_keep_keeps_triples_with_a_vocabulary_over_all_splits(tmp_path: Path) -> None:
     valid = "a\tlikes\tc\nnew\tlikes\ta\n"
     test = "a\tloves\tb\nb\tlikes\tnew2\n"
@@ -249,64 +238,3 @@ def test_triple_index_contains_broadcasts(random_triples) -> None:
 
 
 # --- UnpaddedDistributedSampler --------------------------------------------------------------------
-
-
-@pytest.mark.parametrize(("size", "replicas"), [(1, 2), (5, 2), (7, 3), (11, 4), (13, 2)])
-def test_unpadded_sampler_covers_each_index_exactly_once(size: int, replicas: int) -> None:
-    shards = [list(UnpaddedDistributedSampler(range(size), num_replicas=replicas, rank=k)) for k in range(replicas)]
-    assert sorted(i for shard in shards for i in shard) == list(range(size))
-    for k, shard in enumerate(shards):
-        assert len(UnpaddedDistributedSampler(range(size), num_replicas=replicas, rank=k)) == len(shard)
-
-
-# --- KGEDataModule ---------------------------------------------------------------------------------
-
-
-@pytest.fixture
-def datamodule() -> KGEDataModule:
-    dm = KGEDataModule(sampler=UniformSampler(num_negatives=4), name="nations", batch_size=64, eval_batch_size=8)
-    dm.setup("fit")
-    return dm
-
-
-def test_datamodule_exposes_splits_and_vocabulary(datamodule: KGEDataModule, nations) -> None:
-    assert datamodule.num_entities == 14 and datamodule.num_relations == 55
-    assert datamodule.entity_to_id == nations.entity_to_id
-    assert datamodule.relation_to_id == nations.relation_to_id
-    assert list(datamodule.entity_to_id.values()) == list(range(14))
-    assert sorted(datamodule.entity_to_id) == list(datamodule.entity_to_id)
-    for split, n in (("train", 1592), ("valid", 199), ("test", 201)):
-        tensor = datamodule.triples[split]
-        assert tensor.dtype == torch.long and tensor.shape == (n, 3)
-        assert torch.equal(tensor, nations.triples[split])
-
-
-@pytest.mark.parametrize("split", ["valid", "test"])
-def test_eval_batch_filters_equal_brute_force(datamodule: KGEDataModule, split: str) -> None:
-    everything = {tuple(x) for s in ("train", "valid", "test") for x in datamodule.triples[s].tolist()}
-    E = datamodule.num_entities
-    seen = 0
-    for batch in datamodule.eval_dataloader(split):
-        triples = batch["triples"]
-        for side, other in (("tail", 2), ("head", 0)):
-            rows, ents = batch[f"{side}_filter"]
-            for b, (h, r, t) in enumerate(triples.tolist()):
-                if side == "tail":
-                    expected = {e for e in range(E) if (h, r, e) in everything}
-                else:
-                    expected = {e for e in range(E) if (e, r, t) in everything}
-                got = ents[rows == b].tolist()
-                assert sorted(got) == sorted(expected)
-                assert triples[b, other].item() in got
-        seen += len(triples)
-    assert seen == len(datamodule.triples[split])
-
-
-def test_corrupt_alternates_tail_batch_and_head_batch(datamodule: KGEDataModule) -> None:
-    positives = datamodule.triples["train"][:10]
-    weight = torch.ones(10)
-    sides = [datamodule.corrupt(positives, weight).corrupt_head for _ in range(4)]
-    assert sides == [False, True, False, True]
-    batch = datamodule.corrupt(positives, weight)
-    assert batch.negatives.shape == (10, 4)
-    assert torch.equal(batch.positives, positives) and torch.equal(batch.weight, weight)

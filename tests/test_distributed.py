@@ -116,7 +116,7 @@ def test_ranks_and_epochs_draw_different_negatives(probes) -> None:
     rank0, rank1 = probes["a"]
     assert len(rank0) == len(rank1) == 8
     for (e0, _, n0, h0), (e1, _, n1, h1) in zip(rank0, rank1):
-        assert (e0, h0) == (e1, h1)  # same step, same side corrupted
+        assert e0 == e1 and torch.equal(h0, h1)  # same step, same side corrupted
         assert not torch.equal(n0, n1)
     per_epoch = len(rank0) // 2
     for first, second in zip(rank0[:per_epoch], rank0[per_epoch:]):
@@ -152,4 +152,5 @@ def test_multirun_sweep_with_relaunching_ddp_is_refused_with_advice(tmp_path: Pa
     )
     assert result.returncode != 0
     assert "strategy=ddp_spawn" in result.stderr and "multirun" in result.stderr
+    assert result.stderr.strip().splitlines()[-1].startswith("error: "), result.stderr[-2000:]
     assert not list(tmp_path.rglob("metrics.json"))

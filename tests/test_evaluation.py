@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import lightning as L
 import pytest
 import torch
-from torchmetrics.classification import BinaryAveragePrecision
 
+from lightning_kge.batches import EvaluationBatch
+from lightning_kge.callbacks import RegionAUCPR
+from lightning_kge.data.statistics import CATEGORIES, relation_categories
 from lightning_kge.datamodule import KGEDataModule
-from lightning_kge.metrics.categories import CATEGORIES, relation_categories
 from lightning_kge.models import RotatE
 from lightning_kge.module import KGEModule
-from lightning_kge.sampling import UniformSampler
 
 pytestmark = pytest.mark.filterwarnings("ignore:.*LeafSpec.*is deprecated", "ignore:.*does not have many workers")
 
@@ -23,7 +25,7 @@ def make_tester() -> L.Trainer:
 
 @pytest.fixture(scope="module")
 def nations_dm() -> KGEDataModule:
-    dm = KGEDataModule(sampler=UniformSampler(num_negatives=4), name="nations", eval_batch_size=37)
+    dm = KGEDataModule(name="nations", eval_batch_size=37)
     dm.setup()
     return dm
 
@@ -31,7 +33,7 @@ def nations_dm() -> KGEDataModule:
 def rotate_module(dm: KGEDataModule, **kwargs) -> KGEModule:
     torch.manual_seed(3)
     model = RotatE(dm.num_entities, dm.num_relations, dim=6, gamma=6.0)
-    return KGEModule(model=model, sampler=dm.sampler, **kwargs)
+    return KGEModule(model=model, graph=kwargs.pop("graph", dm.info), **kwargs)
 
 
 def test_eval_chunk_size_does_not_change_any_metric(nations_dm: KGEDataModule) -> None:
@@ -83,8 +85,8 @@ def test_relation_category_threshold_is_an_average_degree_of_one_and_a_half() ->
 def test_logged_category_metrics_equal_the_ranks_of_their_relations(nations_dm: KGEDataModule) -> None:
     module = rotate_module(nations_dm)
     [results] = make_tester().test(module, datamodule=nations_dm, verbose=False)
-    table = module.per_relation["test"]
-    categories = nations_dm.relation_categories
+    table = module.rankings["test"].per_relation
+    categories = nations_dm.info.categories()
     for c, name in enumerate(CATEGORIES):
         members = categories == c
         count = table["count"][:, members].sum()
@@ -98,13 +100,6 @@ def test_logged_category_metrics_equal_the_ranks_of_their_relations(nations_dm: 
 # --- countries: AUC-PR over the candidate regions --------------------------------------------------
 
 
-def test_average_precision_equals_a_hand_computed_value() -> None:
-    # Ranked by score: +, -, +, -, -  ->  precision at the positives: 1/1 and 2/3.
-    metric = BinaryAveragePrecision()
-    metric.update(torch.tensor([0.9, 0.8, 0.7, 0.6, 0.1]), torch.tensor([1, 0, 1, 0, 0]))
-    assert metric.compute().item() == pytest.approx((1 + 2 / 3) / 2)
-
-
 def brute_force_average_precision(scores: list[float], labels: list[int]) -> float:
     """Mean over positives of the precision among all pairs scoring at least as high."""
     precisions = []
@@ -115,24 +110,32 @@ def brute_force_average_precision(scores: list[float], labels: list[int]) -> flo
     return sum(precisions) / len(precisions)
 
 
-def test_auc_pr_of_countries_batches_ranks_every_test_query_against_every_region(nations_dm) -> None:
-    module = rotate_module(nations_dm)
-    regions = torch.tensor([0, 3, 5, 8, 11])
+def test_region_auc_pr_scores_every_test_query_against_every_region(nations_dm) -> None:
+    regions = (0, 3, 5, 8, 11)
+    module = rotate_module(nations_dm, graph=dataclasses.replace(nations_dm.info, regions=regions))
+    callback = RegionAUCPR()
+    callback.setup(None, module, "test")
+    region_ids = torch.tensor(regions)
     triples = nations_dm.triples["test"][:40].clone()
-    triples[:, 2] = regions[torch.arange(40) % 5]  # each query's true answer is one region
-    for start in range(0, 40, 16):
-        chunk = triples[start : start + 16]
-        h, r, t = chunk.unbind(1)
-        batch = {
-            "triples": chunk,
-            "tail_filter": nations_dm.filter_index.true_tails(h, r),
-            "head_filter": nations_dm.filter_index.true_heads(r, t),
-            "regions": regions,
-        }
-        module.rank_batch(batch, "test")
-    got = module.test_auc_pr.compute().item()
+    triples[:, 2] = region_ids[torch.arange(40) % 5]  # each query's true answer is one region
     with torch.no_grad():
-        scores = module.score_hrt(triples[:, :1], triples[:, 1:2], regions[None, :])
-    labels = (regions[None, :] == triples[:, 2:3]).long()
+        for i, start in enumerate(range(0, 40, 16)):
+            chunk = triples[start : start + 16]
+            h, r, t = chunk.unbind(1)
+            batch = EvaluationBatch(chunk, nations_dm.filter_index.true_tails(h, r), nations_dm.filter_index.true_heads(r, t))
+            callback.on_test_batch_end(None, module, None, batch, i)
+        got = callback.metrics["test"].compute().item()
+        scores = module.score_hrt(triples[:, :1], triples[:, 1:2], region_ids[None, :])
+    labels = (region_ids[None, :] == triples[:, 2:3]).long()
     expected = brute_force_average_precision(scores.flatten().tolist(), labels.flatten().tolist())
     assert got == pytest.approx(expected, abs=1e-6)
+
+
+def test_region_auc_pr_is_logged_beside_the_ranking_only_for_graphs_with_regions(nations_dm) -> None:
+    with_regions = rotate_module(nations_dm, graph=dataclasses.replace(nations_dm.info, regions=(0, 3, 5)))
+    tester = L.Trainer(accelerator="cpu", devices=1, logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                       enable_model_summary=False, callbacks=[RegionAUCPR()])
+    [logged] = tester.test(with_regions, datamodule=nations_dm, verbose=False)
+    assert 0.0 < logged["test/auc_pr"] <= 1.0 and "test/mrr" in logged
+    [plain] = tester.test(rotate_module(nations_dm), datamodule=nations_dm, verbose=False)
+    assert "test/auc_pr" not in plain and "test/mrr" in plain

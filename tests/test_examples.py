@@ -24,7 +24,7 @@ def test_the_readme_python_snippet_runs(tmp_path: Path) -> None:
     readme = (EXAMPLES.parent / "README.md").read_text(encoding="utf-8")
     match = re.search(r"### In your own Lightning project\n\n```python\n(.*?)```", readme, re.S)
     assert match, "README lost its Python snippet"
-    code = match.group(1).replace("max_steps=2000", "max_steps=20, enable_progress_bar=False")
+    code = match.group(1).replace("max_steps=2000", "max_steps=20, enable_progress_bar=False, accelerator=\"cpu\"")
     code += "\nassert scores.shape == h.shape and bool(scores.isfinite().all())\n"
     result = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]

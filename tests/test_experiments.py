@@ -18,6 +18,7 @@ from omegaconf import OmegaConf
 
 from lightning_kge.module import KGEModule
 from lightning_kge.schedules import GeometricStepDecay
+from lightning_kge.train import build_trainer
 from test_config import assert_only_arguments, compose_with, declared_keys, options
 
 EXPERIMENTS = options("experiment")
@@ -79,12 +80,12 @@ def test_every_experiment_names_only_arguments_of_its_targets(experiment: str) -
 def test_every_experiment_instantiates_its_objects(experiment: str) -> None:
     cfg = compose_with(f"experiment={experiment}")
     sampler = instantiate(cfg.sampler, _convert_="all")
-    datamodule = instantiate(cfg.data, sampler=sampler, _convert_="all")  # nothing downloaded yet
+    datamodule = instantiate(cfg.data, corruption=sampler.corruption(), _convert_="all")  # nothing downloaded yet
     model = instantiate(cfg.model, num_entities=5, num_relations=2, _convert_="all")
     module = instantiate(
-        cfg.module, model=model, sampler=sampler, optimizer=instantiate(cfg.optimizer), _convert_="all"
+        cfg.module, model=model, selection=sampler.selection(), optimizer=instantiate(cfg.optimizer), _convert_="all"
     )
-    trainer = instantiate(cfg.trainer, _convert_="all")
+    trainer = build_trainer(cfg)
     assert isinstance(module, KGEModule) and isinstance(trainer, L.Trainer)
     assert datamodule.batch_size == cfg.data.batch_size
     configured = module.configure_optimizers()

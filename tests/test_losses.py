@@ -7,7 +7,8 @@ import math
 import pytest
 import torch
 
-from lightning_kge.losses import negative_sampling_loss, subsampling_weights
+from lightning_kge.data.statistics import subsampling_weights
+from lightning_kge.losses import negative_sampling_loss
 
 
 def neg_log_sigmoid(x: float) -> float:

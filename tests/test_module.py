@@ -10,10 +10,12 @@ import pytest
 import torch
 
 from lightning_kge.datamodule import KGEDataModule
+from lightning_kge.errors import ArgumentError
 from lightning_kge.losses import negative_sampling_loss
 from lightning_kge.models import RotatE
 from lightning_kge.module import KGEModule
-from lightning_kge.sampling import NegativeBatch, SelfAdversarialSampler, UniformSampler
+from lightning_kge.batches import NegativeBatch
+from lightning_kge.sampling import SelfAdversarialSampler, Weighting
 
 pytestmark = pytest.mark.filterwarnings(
     "ignore:You are trying to",  # training_step called directly, without a Trainer
@@ -25,13 +27,14 @@ METRIC_KEYS = {"mrr", "mr", "hits@1", "hits@3", "hits@10"}
 TIE_TOL = 1e-6
 
 
-def small_module(sampler=None, seed: int = 0, cls: type[KGEModule] = KGEModule) -> KGEModule:
+def small_module(selection=None, seed: int = 0, cls: type[KGEModule] = KGEModule, graph=None) -> KGEModule:
     torch.manual_seed(seed)
     model = RotatE(num_entities=14, num_relations=55, dim=8, gamma=6.0)
-    return cls(model=model, sampler=sampler or SelfAdversarialSampler(num_negatives=8, temperature=1.0))
+    return cls(model=model, selection=selection or Weighting(temperature=1.0), graph=graph)
 
 
-def negative_batch(nations, corrupt_head: bool, with_mask: bool = True) -> NegativeBatch:
+def negative_batch(nations, corrupt_head: bool | str, with_mask: bool = True) -> NegativeBatch:
+    """A batch of 16 nations positives; ``corrupt_head`` True, False or ``"mixed"`` (per row)."""
     g = torch.Generator().manual_seed(0)
     positives = nations.triples["train"][:16]
     negatives = torch.randint(14, (16, 8), generator=g)
@@ -39,7 +42,8 @@ def negative_batch(nations, corrupt_head: bool, with_mask: bool = True) -> Negat
     if mask is not None:
         mask[3] = False  # a fully masked row
     weight = torch.rand(16, generator=g) + 0.5
-    return NegativeBatch(positives, negatives, corrupt_head, mask, weight)
+    heads = torch.arange(16) % 3 == 0 if corrupt_head == "mixed" else torch.full((16,), bool(corrupt_head))
+    return NegativeBatch(positives, negatives, heads, mask, weight)
 
 
 def trainer(**overrides) -> L.Trainer:
@@ -71,9 +75,9 @@ def test_training_step_returns_a_finite_scalar_loss_with_gradients(nations, corr
         assert parameter.grad.abs().sum() > 0, name
 
 
-@pytest.mark.parametrize("corrupt_head", [False, True])
-def test_training_step_equals_loss_of_scores_from_score_hrt(nations, corrupt_head: bool) -> None:
-    module = small_module(UniformSampler(num_negatives=8))
+@pytest.mark.parametrize("corrupt_head", [False, True, "mixed"])
+def test_training_step_equals_loss_of_scores_from_score_hrt(nations, corrupt_head: bool | str) -> None:
+    module = small_module(Weighting(0.0))
     batch = negative_batch(nations, corrupt_head, with_mask=False)
     with torch.no_grad():
         loss = module.training_step(batch, 0)
@@ -82,7 +86,7 @@ def test_training_step_equals_loss_of_scores_from_score_hrt(nations, corrupt_hea
             [
                 torch.stack(
                     [
-                        module.score_hrt(n, r[b], t[b]) if corrupt_head else module.score_hrt(h[b], r[b], n)
+                        module.score_hrt(n, r[b], t[b]) if batch.corrupt_head[b] else module.score_hrt(h[b], r[b], n)
                         for n in batch.negatives[b]
                     ]
                 )
@@ -97,13 +101,13 @@ def test_training_step_equals_loss_of_scores_from_score_hrt(nations, corrupt_hea
 
 @pytest.mark.parametrize("corrupt_head", [False, True])
 def test_self_adversarial_loss_at_temperature_zero_equals_uniform_loss(nations, corrupt_head: bool) -> None:
-    adversarial = small_module(SelfAdversarialSampler(num_negatives=8, temperature=0.0))
-    uniform = small_module(UniformSampler(num_negatives=8))
+    adversarial = small_module(Weighting(temperature=1e-30))
+    uniform = small_module(Weighting(temperature=0.0))
     uniform.model.load_state_dict(adversarial.model.state_dict())
     batch = negative_batch(nations, corrupt_head)
     a, u = adversarial.training_step(batch, 0), uniform.training_step(batch, 0)
     torch.testing.assert_close(a, u, rtol=1e-6, atol=1e-7)
-    hot = small_module(SelfAdversarialSampler(num_negatives=8, temperature=5.0))
+    hot = small_module(Weighting(temperature=5.0))
     hot.model.load_state_dict(adversarial.model.state_dict())
     assert abs(hot.training_step(batch, 0).item() - u.item()) > 1e-6  # the temperature matters
 
@@ -122,7 +126,7 @@ def test_subclass_overriding_compute_loss_is_used_by_training_step(nations) -> N
 
 def test_regularization_adds_the_weighted_l3_penalty(nations) -> None:
     plain = small_module()
-    regular = KGEModule(model=copy.deepcopy(plain.model), sampler=plain.sampler, regularization=0.01)
+    regular = KGEModule(model=copy.deepcopy(plain.model), selection=plain.selection, regularization=0.01)
     batch = negative_batch(nations, False)
     expected = plain.training_step(batch, 0) + 0.01 * plain.model.penalty()
     torch.testing.assert_close(regular.training_step(batch, 0), expected)
@@ -135,8 +139,10 @@ def test_regularization_adds_the_weighted_l3_penalty(nations) -> None:
 def fitted(tmp_path_factory):
     """A module fitted for 3 steps and tested on nations, its datamodule, test results and a checkpoint."""
     L.seed_everything(0, verbose=False)
-    dm = KGEDataModule(sampler=SelfAdversarialSampler(num_negatives=8), name="nations", batch_size=128, eval_batch_size=64)
-    module = small_module(dm.sampler)
+    sampler = SelfAdversarialSampler(num_negatives=8)
+    dm = KGEDataModule(corruption=sampler.corruption(), name="nations", batch_size=128, eval_batch_size=64)
+    dm.setup()
+    module = small_module(sampler.selection(), graph=dm.info)
     initial = copy.deepcopy(module.model.state_dict())
     run = trainer(val_check_interval=2)
     run.fit(module, datamodule=dm)
@@ -204,9 +210,8 @@ def test_test_metrics_equal_brute_force_filtered_ranking(fitted) -> None:
 def test_checkpoint_loads_with_no_other_argument_and_scores_the_same(fitted) -> None:
     original = fitted["module"]
     loaded = KGEModule.load_from_checkpoint(fitted["path"])
-    assert type(loaded.model) is RotatE and type(loaded.sampler) is SelfAdversarialSampler
-    assert loaded.sampler.num_negatives == original.sampler.num_negatives
-    assert loaded.sampler.temperature == original.sampler.temperature
+    assert type(loaded.model) is RotatE and type(loaded.selection) is Weighting
+    assert loaded.selection.temperature == original.selection.temperature
     triples = torch.cat([fitted["dm"].triples["test"], fitted["dm"].triples["valid"]])
     h, r, t = triples.unbind(1)
     with torch.no_grad():
@@ -229,7 +234,7 @@ def test_subclass_with_its_own_argument_round_trips_through_a_checkpoint(fitted,
             super().__init__(**kwargs)
             self.margin = margin
 
-    module = Margin(margin=2.5, model=copy.deepcopy(fitted["module"].model), sampler=fitted["module"].sampler)
+    module = Margin(margin=2.5, model=copy.deepcopy(fitted["module"].model), selection=fitted["module"].selection)
     path = tmp_path / "margin.ckpt"
     run = trainer(max_steps=1, limit_val_batches=0)
     run.fit(module, datamodule=fitted["dm"])
@@ -248,4 +253,37 @@ def test_a_lambda_optimizer_is_refused_with_advice_since_checkpoints_could_not_r
 
 def small_module_with(**kwargs) -> KGEModule:
     model = RotatE(num_entities=14, num_relations=55, dim=4, gamma=6.0)
-    return KGEModule(model=model, sampler=UniformSampler(num_negatives=2), **kwargs)
+    return KGEModule(model=model, **kwargs)
+
+
+def test_a_checkpoint_loaded_with_no_datamodule_reports_its_graphs_sizes_and_labels(fitted) -> None:
+    loaded = KGEModule.load_from_checkpoint(fitted["path"])
+    dm = fitted["dm"]
+    assert loaded.graph == dm.info
+    assert (loaded.graph.num_entities, loaded.graph.num_relations) == (dm.num_entities, dm.num_relations)
+    assert loaded.graph.entity_id == dm.entity_to_id and loaded.graph.relation_id == dm.relation_to_id
+    assert loaded.graph.fingerprint == dm.info.fingerprint and len(loaded.graph.fingerprint) == 64
+
+
+def test_a_graph_of_other_sizes_than_the_model_is_refused(nations) -> None:
+    data = KGEDataModule(name="nations")
+    data.setup()
+    with pytest.raises(ValueError, match="14 entities"):
+        KGEModule(model=RotatE(num_entities=15, num_relations=55, dim=4, gamma=6.0), graph=data.info)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "name"),
+    [({"ties": "weird"}, "ties"), ({"eval_chunk_size": 0}, "eval_chunk_size"), ({"regularization": -1.0}, "regularization"),
+     ({"hits_at": (0,)}, "hits_at")],
+)
+def test_module_refuses_bad_settings_before_any_training_naming_the_argument(kwargs: dict, name: str) -> None:
+    with pytest.raises(ArgumentError) as error:
+        small_module_with(**kwargs)
+    assert error.value.name == name
+
+
+def test_per_stage_metrics_are_separate_torchmetrics_in_a_module_dict() -> None:
+    module = small_module_with()
+    assert set(module.metrics) == {"val", "test"}
+    assert module.metrics["val"] is not module.metrics["test"]

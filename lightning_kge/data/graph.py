@@ -23,12 +23,14 @@ class KnowledgeGraph:
         relation_to_id: label -> id, likewise.
         triples: ``{"train"|"valid"|"test": LongTensor (n, 3)}``.
         dropped: per split, how many triples were dropped for an unseen label (policy ``drop``).
+        duplicates: per split, how many lines repeat an earlier triple of the split.
     """
 
     entity_to_id: dict[str, int]
     relation_to_id: dict[str, int]
     triples: dict[str, torch.Tensor]
     dropped: dict[str, int] = field(default_factory=dict)
+    duplicates: dict[str, int] = field(default_factory=dict)
 
     @property
     def num_entities(self) -> int:

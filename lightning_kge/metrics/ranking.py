@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Literal
 
 import torch
@@ -9,6 +10,7 @@ from torch import Tensor
 from torchmetrics import Metric
 
 Ties = Literal["realistic", "optimistic", "pessimistic"]
+TIES: tuple[str, ...] = ("realistic", "optimistic", "pessimistic")
 SIDES = ("head", "tail")
 
 
@@ -22,7 +24,9 @@ def filtered_ranks(
     """Rank of each target among all candidates, after removing the other true candidates.
 
     The target's score is read from the same row of ``scores`` it is ranked in. Filtered
-    candidates (other true answers) get ``−∞``; the target itself is never filtered. With ties,
+    candidates (other true answers) never count; the target itself is never filtered. A NaN
+    score ranks below every number, and a NaN target gets the worst rank (the number of unfiltered
+    candidates) whatever the tie policy, so a diverged model never looks good. With ties,
     ``optimistic`` = 1 + #higher, ``pessimistic`` = #higher + #equal (the target included), and
     ``realistic`` their mean.
 
@@ -41,21 +45,46 @@ def filtered_ranks(
         [2.5]
         >>> filtered_ranks(scores, torch.tensor([1]), torch.tensor([0, 0]), torch.tensor([0, 1])).tolist()
         [1.5]
+        >>> filtered_ranks(torch.full((1, 4), float("nan")), torch.tensor([1])).tolist()
+        [4.0]
     """
+    if ties not in TIES:
+        raise ValueError(f"ties must be 'realistic', 'optimistic' or 'pessimistic', got {ties!r}")
     rows = torch.arange(scores.shape[0], device=scores.device)
     target_scores = scores[rows, targets].unsqueeze(1)
+    nan_target = target_scores.isnan().squeeze(1)
+    # A NaN score ranks below every number (−∞); filtered candidates become NaN, which compares
+    # false both ways and so never counts, not even against a −∞ target.
+    worst = torch.tensor(float("-inf"), dtype=scores.dtype, device=scores.device)
+    scores = torch.where(scores.isnan(), worst, scores)
+    target_scores = torch.where(target_scores.isnan(), worst, target_scores)
     if filter_rows is not None and filter_rows.numel():
         keep = filter_cols != targets[filter_rows]
-        scores = scores.index_put((filter_rows[keep], filter_cols[keep]), torch.tensor(float("-inf"), dtype=scores.dtype, device=scores.device))
+        nan = torch.tensor(float("nan"), dtype=scores.dtype, device=scores.device)
+        scores = scores.index_put((filter_rows[keep], filter_cols[keep]), nan)
     higher = (scores > target_scores).sum(dim=1).to(torch.float64)
-    if ties == "optimistic":
-        return higher + 1
     at_least = (scores >= target_scores).sum(dim=1).to(torch.float64)
-    if ties == "pessimistic":
-        return at_least
-    if ties == "realistic":
-        return (higher + 1 + at_least) / 2
-    raise ValueError(f"ties must be 'realistic', 'optimistic' or 'pessimistic', got {ties!r}")
+    if ties == "optimistic":
+        ranks = higher + 1
+    elif ties == "pessimistic":
+        ranks = at_least
+    else:
+        ranks = (higher + 1 + at_least) / 2
+    # A NaN target is last among the unfiltered candidates, whatever the tie policy.
+    return torch.where(nan_target, at_least, ranks)
+
+
+@dataclass
+class RankingSummary:
+    """What one evaluation of a stage gave: the logged values and the per-relation breakdown.
+
+    Attributes:
+        values: ``{"mrr": …, "head/mrr": …, "1-to-N/mrr": …}`` as :meth:`RankingMetrics.summary` gives.
+        per_relation: :meth:`RankingMetrics.per_relation` (``"count"``, ``"mrr"``, … each ``(2, R)``).
+    """
+
+    values: dict[str, Tensor]
+    per_relation: dict[str, Tensor]
 
 
 class RankingMetrics(Metric):
@@ -79,7 +108,7 @@ class RankingMetrics(Metric):
     """
 
     full_state_update = False
-    higher_is_better = True
+    higher_is_better = None  # MRR and Hits@k are higher-is-better, MR lower-is-better
 
     def __init__(self, num_relations: int, hits_at: tuple[int, ...] = (1, 3, 10)) -> None:
         super().__init__()

@@ -8,7 +8,9 @@ from pathlib import Path
 import lightning as L
 from torch import Tensor
 
-from lightning_kge.metrics.categories import CATEGORIES
+from lightning_kge.data.info import GraphInfo
+from lightning_kge.data.statistics import CATEGORIES
+from lightning_kge.module import KGEModule
 
 HEADLINE = ("mrr", "mr", "hits@1", "hits@3", "hits@10")
 
@@ -40,28 +42,27 @@ class TestReport(L.Callback):
         folder = Path(self.output_dir)
         folder.mkdir(parents=True, exist_ok=True)
         (folder / "metrics.json").write_text(json.dumps(metrics, indent=2, sort_keys=True) + "\n")
-        per_relation = getattr(pl_module, "per_relation", {}).get("test")
-        datamodule = trainer.datamodule
-        if self.per_relation and per_relation is not None and datamodule is not None:
-            table = per_relation_table(per_relation, datamodule.relation_to_id, datamodule.relation_categories)
-            (folder / "per_relation.tsv").write_text(table)
+        if not isinstance(pl_module, KGEModule):
+            raise TypeError(f"TestReport needs a KGEModule, got {type(pl_module).__name__}")
+        summary = pl_module.rankings.get("test")
+        if self.per_relation and summary is not None and pl_module.graph is not None:
+            (folder / "per_relation.tsv").write_text(per_relation_table(summary.per_relation, pl_module.graph))
         print(format_table(metrics, "test"))
         print(f"metrics written to {folder / 'metrics.json'}")
 
 
-def per_relation_table(values: dict[str, Tensor], relation_to_id: dict[str, int], categories: Tensor) -> str:
+def per_relation_table(values: dict[str, Tensor], graph: GraphInfo) -> str:
     """A TSV of test queries, MRR and Hits@10 per relation and side, with its category.
 
     Args:
         values: :meth:`~lightning_kge.metrics.ranking.RankingMetrics.per_relation` output.
-        relation_to_id: relation labels.
-        categories: ``(R,)`` index into :data:`~lightning_kge.metrics.categories.CATEGORIES`.
+        graph: the relation labels and categories.
     """
     lines = ["relation\tcategory\tqueries\thead_mrr\ttail_mrr\thead_hits@10\ttail_hits@10"]
-    for label, r in sorted(relation_to_id.items(), key=lambda item: item[1]):
+    for r, label in enumerate(graph.relations):
         count = int(values["count"][:, r].sum())
         if count:
-            cells = [label, CATEGORIES[int(categories[r])], str(count)]
+            cells = [label, CATEGORIES[graph.relation_categories[r]], str(count)]
             cells += [f"{float(values[m][s, r]):.4f}" for m in ("mrr", "hits@10") for s in (0, 1)]
             lines.append("\t".join(cells))
     return "\n".join(lines) + "\n"

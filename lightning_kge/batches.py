@@ -1,0 +1,52 @@
+"""The batches that flow from the datamodule to the module: typed, with their shapes."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from torch import Tensor
+
+
+@dataclass
+class NegativeBatch:
+    """A training batch: positives and, per positive, ``k`` corrupted heads or tails.
+
+    Attributes:
+        positives: ``(B, 3)`` ``(h, r, t)`` ids.
+        negatives: ``(B, k)`` entity ids replacing the head or the tail of each positive, or
+            ``(k,)`` ids shared by all positives (``shared`` sampling).
+        corrupt_head: ``(B,)`` bool: whether row ``b``'s negatives replace its head (else its tail).
+        mask: ``False`` for a negative that must not count (it forms a known triple, which
+            happens with shared negatives or when every entity is a true answer of a query):
+            ``(B, k)`` or broadcastable to it; ``None`` when every negative is valid. Masked
+            negatives get weight zero.
+        weight: ``(B,)`` per-positive weights (the paper code's subsampling weight, or ones).
+        step: the training step that drew the batch (seeds any further random choice of it).
+    """
+
+    positives: Tensor
+    negatives: Tensor
+    corrupt_head: Tensor
+    mask: Tensor | None
+    weight: Tensor
+    step: int = 0
+
+
+@dataclass
+class EvaluationBatch:
+    """Queries to rank with the other true answers to filter out.
+
+    Attributes:
+        triples: ``(B, 3)`` query triples; each is ranked as head and as tail prediction.
+        tail_filter: ``(rows, entities)``, each ``(n,)``: pairs ``(b, e)`` such that
+            ``(h_b, r_b, e)`` is a known triple (over all splits); may include the target.
+        head_filter: likewise ``(b, e)`` with ``(e, r_b, t_b)`` known.
+    """
+
+    triples: Tensor
+    tail_filter: tuple[Tensor, Tensor]
+    head_filter: tuple[Tensor, Tensor]
+
+    def filter(self, side: str) -> tuple[Tensor, Tensor]:
+        """The filter pairs of ``side`` (``"head"`` or ``"tail"``)."""
+        return self.head_filter if side == "head" else self.tail_filter

@@ -1,0 +1,164 @@
+"""KGEDataModule: splits, graph description, sliced and resumable training batches, filters."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from lightning_kge.batches import EvaluationBatch
+from lightning_kge.data.batches import Positives, TrainSampler
+from lightning_kge.data.distributed import UnpaddedDistributedSampler
+from lightning_kge.data.info import GraphInfo
+from lightning_kge.datamodule import KGEDataModule
+from lightning_kge.sampling import UniformSampler
+
+
+def folder_with(root: Path, train: str, valid: str = "a\tlikes\tc\n", test: str = "b\thates\tc\n") -> Path:
+    root.mkdir(parents=True, exist_ok=True)
+    for split, text in (("train", train), ("valid", valid), ("test", test)):
+        (root / f"{split}.txt").write_text(text, encoding="utf-8")
+    return root
+
+
+@pytest.fixture
+def datamodule() -> KGEDataModule:
+    dm = KGEDataModule(UniformSampler(num_negatives=4).corruption(), name="nations", batch_size=64, eval_batch_size=8)
+    dm.setup("fit")
+    return dm
+
+
+def test_datamodule_exposes_splits_and_vocabulary(datamodule: KGEDataModule, nations) -> None:
+    assert datamodule.num_entities == 14 and datamodule.num_relations == 55
+    assert datamodule.entity_to_id == nations.entity_to_id
+    assert datamodule.relation_to_id == nations.relation_to_id
+    for split, n in (("train", 1592), ("valid", 199), ("test", 201)):
+        tensor = datamodule.triples[split]
+        assert tensor.dtype == torch.long and tensor.shape == (n, 3)
+        assert torch.equal(tensor, nations.triples[split])
+
+
+def test_graph_info_holds_the_labels_in_id_order_and_the_relation_categories(datamodule: KGEDataModule) -> None:
+    info = datamodule.info
+    assert isinstance(info, GraphInfo) and info.source == "nations"
+    assert [info.entity_id[label] for label in info.entities] == list(range(14))
+    assert info.entity_id == datamodule.entity_to_id and info.relation_id == datamodule.relation_to_id
+    assert len(info.relation_categories) == 55 and info.regions is None
+
+
+def test_graph_fingerprint_changes_when_one_label_is_renamed(tmp_path: Path) -> None:
+    train = "a\tlikes\tb\nb\tlikes\tc\nc\thates\ta\n"
+    one = KGEDataModule(path=str(folder_with(tmp_path / "one", train)))
+    same = KGEDataModule(path=str(folder_with(tmp_path / "same", train)))
+    renamed = KGEDataModule(path=str(folder_with(tmp_path / "renamed", train.replace("c", "z"), "a\tlikes\tz\n", "b\thates\tz\n")))
+    for dm in (one, same, renamed):
+        dm.setup()
+    assert one.info.fingerprint == same.info.fingerprint
+    assert one.info.fingerprint != renamed.info.fingerprint
+    assert one.triples["train"].tolist() == renamed.triples["train"].tolist()  # same ids, other labels
+
+
+def test_datamodule_reports_how_many_triples_it_dropped(tmp_path: Path) -> None:
+    folder = folder_with(tmp_path, "a\tlikes\tb\nb\tlikes\tc\nc\thates\ta\n", test="a\tloves\tb\nb\tlikes\tnew2\nc\tlikes\tb\n")
+    datamodule = KGEDataModule(path=str(folder), unseen="drop")
+    with pytest.warns(UserWarning, match="dropped 2 test triples"):
+        datamodule.setup()
+    assert len(datamodule.triples["test"]) == 1
+
+
+@pytest.mark.parametrize("split", ["valid", "test"])
+def test_eval_batch_filters_equal_brute_force(datamodule: KGEDataModule, split: str) -> None:
+    everything = {tuple(x) for s in ("train", "valid", "test") for x in datamodule.triples[s].tolist()}
+    E = datamodule.num_entities
+    seen = 0
+    for batch in datamodule.eval_dataloader(split):
+        assert isinstance(batch, EvaluationBatch)
+        triples = batch.triples
+        for side, other in (("tail", 2), ("head", 0)):
+            rows, ents = batch.filter(side)
+            for b, (h, r, t) in enumerate(triples.tolist()):
+                if side == "tail":
+                    expected = {e for e in range(E) if (h, r, e) in everything}
+                else:
+                    expected = {e for e in range(E) if (e, r, t) in everything}
+                got = ents[rows == b].tolist()
+                assert sorted(got) == sorted(expected)
+                assert triples[b, other].item() in got
+        seen += len(triples)
+    assert seen == len(datamodule.triples[split])
+
+
+def test_corrupt_alternates_tail_batch_and_head_batch(datamodule: KGEDataModule) -> None:
+    positives = datamodule.triples["train"][:10]
+    weight = torch.ones(10)
+    sides = [datamodule.corrupt(positives, weight).corrupt_head.tolist() for _ in range(4)]
+    assert sides == [[False] * 10, [True] * 10, [False] * 10, [True] * 10]
+    batch = datamodule.corrupt(positives, weight)
+    assert batch.negatives.shape == (10, 4)
+    assert torch.equal(batch.positives, positives) and torch.equal(batch.weight, weight)
+
+
+def test_training_batches_are_slices_of_the_samplers_rows(datamodule: KGEDataModule) -> None:
+    loader = datamodule.train_dataloader()
+    rows = list(TrainSampler(1592, 64, torch.initial_seed()))
+    for (positives, weight), index in zip(loader, rows):
+        assert torch.equal(positives, datamodule.triples["train"][index])
+        assert torch.equal(weight, datamodule.train_weight[index])
+    assert len(loader) == len(rows) == 25
+
+
+@pytest.mark.parametrize("world", [1, 2, 3])
+def test_each_epoch_ranks_share_the_positives_disjointly_in_equal_batch_counts(world: int) -> None:
+    samplers = [TrainSampler(101, 8, seed=4, rank=k, world_size=world) for k in range(world)]
+    epochs = [[torch.cat(list(s)) for s in samplers] for _ in range(2)]
+    for shards in epochs:
+        together = torch.cat(shards).tolist()
+        assert set(together) == set(range(101)) and len(together) - 101 < world  # cyclic padding only
+        assert len({len(s) for s in samplers}) == 1
+    assert not torch.equal(epochs[0][0], epochs[1][0])  # another order each epoch
+
+
+def test_a_sampler_started_after_n_batches_continues_the_uninterrupted_stream() -> None:
+    whole = TrainSampler(50, 7, seed=1)
+    stream = [b.tolist() for _ in range(3) for b in whole]  # 3 epochs of 8 batches
+    for n in (0, 5, 8, 13, 23):
+        resumed = TrainSampler(50, 7, seed=1)
+        resumed.start = n
+        rest = [b.tolist() for _ in range(3) for b in resumed][: len(stream) - n]
+        assert rest == stream[n:], n
+
+
+def test_datamodule_state_resumes_the_negatives_of_the_next_step(datamodule: KGEDataModule) -> None:
+    positives, weight = datamodule.triples["train"][:16], torch.ones(16)
+    torch.manual_seed(3)
+    for _ in range(5):
+        datamodule.corrupt(positives, weight)
+    state = datamodule.state_dict()
+    expected = datamodule.corrupt(positives, weight)
+    fresh = KGEDataModule(UniformSampler(num_negatives=4).corruption(), name="nations")
+    fresh.setup()
+    fresh.load_state_dict(state)
+    again = fresh.corrupt(positives, weight)
+    assert torch.equal(again.negatives, expected.negatives) and torch.equal(again.corrupt_head, expected.corrupt_head)
+
+
+def test_positives_dataset_gathers_a_whole_batch_at_once() -> None:
+    data = Positives(torch.arange(12).view(4, 3), torch.tensor([1.0, 2.0, 3.0, 4.0]))
+    triples, weight = data[torch.tensor([2, 0])]
+    assert triples.tolist() == [[6, 7, 8], [0, 1, 2]] and weight.tolist() == [3.0, 1.0]
+
+
+@pytest.mark.parametrize(("size", "replicas"), [(1, 2), (5, 2), (7, 3), (11, 4), (13, 2)])
+def test_unpadded_sampler_covers_each_index_exactly_once(size: int, replicas: int) -> None:
+    shards = [list(UnpaddedDistributedSampler(range(size), num_replicas=replicas, rank=k)) for k in range(replicas)]
+    assert sorted(i for shard in shards for i in shard) == list(range(size))
+    for k, shard in enumerate(shards):
+        assert len(UnpaddedDistributedSampler(range(size), num_replicas=replicas, rank=k)) == len(shard)
+
+
+def test_training_without_a_corruption_says_what_to_give() -> None:
+    dm = KGEDataModule(name="nations")
+    dm.setup()
+    with pytest.raises(RuntimeError, match="corruption"):
+        dm.corrupt(dm.triples["train"][:2], torch.ones(2))
