@@ -34,7 +34,8 @@ def complex_product(x: tuple[Tensor, Tensor], y: tuple[Tensor, Tensor], conjugat
         ``(..., 2d)``: the real parts of the product, then its imaginary parts.
 
     Example:
-        >>> one_plus_2i, three_plus_4i = (torch.tensor([1.0]), torch.tensor([2.0])), (torch.tensor([3.0]), torch.tensor([4.0]))
+        >>> one_plus_2i = (torch.tensor([1.0]), torch.tensor([2.0]))
+        >>> three_plus_4i = (torch.tensor([3.0]), torch.tensor([4.0]))
         >>> complex_product(one_plus_2i, three_plus_4i)  # (1 + 2i)(3 + 4i) = −5 + 10i
         tensor([-5., 10.])
         >>> complex_product(one_plus_2i, three_plus_4i, conjugate=True)  # (1 + 2i)(3 − 4i) = 11 + 2i
