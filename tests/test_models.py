@@ -2,16 +2,44 @@
 
 from __future__ import annotations
 
+import importlib
+import inspect
 import math
+import pkgutil
+import re
+from pathlib import Path
 
 import pytest
 import torch
+from omegaconf import OmegaConf
+from torch import nn
 
+import lightning_kge.models
+from lightning_kge.errors import ArgumentError
 from lightning_kge.models import ComplEx, DistMult, KGEModel, RotatE, TransE, pRotatE
+from lightning_kge.models.functional import complex_halves, differences
 
 E, R, DIM = 11, 4, 6
-MODELS = [RotatE, TransE, DistMult, ComplEx, pRotatE]
+MODELS = [getattr(lightning_kge.models, name) for name in lightning_kge.models.__all__ if name != "KGEModel"]
 TOL = {"rtol": 1e-5, "atol": 1e-5}
+MODEL_CONFIGS = Path(__file__).resolve().parents[1] / "conf" / "model"
+
+
+class ComplexTransE(KGEModel):
+    """``f(h, r, t) = γ − Σ_i |h_i + r_i − t_i|`` over complex vectors: a new model is its widths
+    and its scoring maths, nothing else (the base class validates, builds and initialises)."""
+
+    entity_multiple = relation_multiple = 2
+
+    def tail_query(self, h: torch.Tensor, r: torch.Tensor) -> torch.Tensor:
+        return self.entity(h) + self.relation(r)
+
+    def head_query(self, r: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        return self.entity(t) - self.relation(r)
+
+    def score_candidates(self, query: torch.Tensor, index: torch.Tensor | None) -> torch.Tensor:
+        re, im = complex_halves(differences(query, self.entities(index)))
+        return self.gamma - torch.sqrt(re**2 + im**2).sum(dim=-1)
 
 
 def build(cls: type[KGEModel], seed: int = 0, gamma: float = 6.0) -> KGEModel:
@@ -24,9 +52,115 @@ def queries(seed: int = 0, B: int = 5) -> tuple[torch.Tensor, torch.Tensor, torc
     return torch.randint(E, (B,), generator=g), torch.randint(R, (B,), generator=g), torch.randint(E, (B,), generator=g)
 
 
-@pytest.fixture(params=MODELS, ids=lambda c: c.__name__)
+@pytest.fixture(params=[*MODELS, ComplexTransE], ids=lambda c: c.__name__)
 def model(request) -> KGEModel:
     return build(request.param)
+
+
+# --- which models there are ------------------------------------------------------------------------
+
+
+def test_every_model_defined_in_the_package_is_listed_in_models_all() -> None:
+    defined = set()
+    for info in pkgutil.iter_modules(lightning_kge.models.__path__):
+        module = importlib.import_module(f"lightning_kge.models.{info.name}")
+        for _, cls in inspect.getmembers(module, inspect.isclass):
+            if issubclass(cls, KGEModel) and cls.__module__ == module.__name__ and not inspect.isabstract(cls):
+                defined.add(cls)
+    assert {RotatE, TransE, DistMult, ComplEx, pRotatE} <= defined
+    assert defined == set(MODELS)
+
+
+def test_a_model_written_in_a_few_lines_gets_validated_tables_of_its_widths() -> None:
+    assert "__init__" not in vars(ComplexTransE)
+    model = build(ComplexTransE)
+    assert model.entity.weight.shape == (E, 2 * DIM)
+    assert model.relation.weight.shape == (R, 2 * DIM)
+    with pytest.raises(ArgumentError):
+        ComplexTransE(num_entities=E, num_relations=R, dim=0)
+    # and it joins every contract test below through the `model` fixture
+
+
+def test_a_model_without_its_scoring_maths_cannot_be_built() -> None:
+    class NoScore(KGEModel):
+        def tail_query(self, h: torch.Tensor, r: torch.Tensor) -> torch.Tensor:
+            return self.entity(h)
+
+    with pytest.raises(TypeError, match="abstract"):
+        NoScore(num_entities=E, num_relations=R)
+
+
+# --- construction: draw order, defaults, validation ------------------------------------------------
+
+OLD_WIDTHS = {"RotatE": (2, 1), "TransE": (1, 1), "DistMult": (1, 1), "ComplEx": (2, 2), "pRotatE": (1, 1)}
+"""Entity and relation row widths, in multiples of dim, that each model's own ``__init__`` used."""
+
+
+@pytest.mark.parametrize("name", sorted(OLD_WIDTHS))
+def test_seeded_tables_equal_the_ones_the_old_constructors_drew(name: str) -> None:
+    gamma, bound = 5.0, (5.0 + 2.0) / DIM
+    torch.manual_seed(7)  # as each model's __init__ did: the entity table, then the relation table
+    entity = nn.Embedding(E, OLD_WIDTHS[name][0] * DIM)
+    nn.init.uniform_(entity.weight, -bound, bound)
+    relation = nn.Embedding(R, OLD_WIDTHS[name][1] * DIM)
+    nn.init.uniform_(relation.weight, -bound, bound)
+    state_after = torch.get_rng_state()
+
+    model = build(getattr(lightning_kge.models, name), seed=7, gamma=gamma)
+    assert torch.equal(model.entity.weight, entity.weight)
+    assert torch.equal(model.relation.weight, relation.weight)
+    assert torch.equal(torch.get_rng_state(), state_after)  # no other draw: later draws repeat too
+
+
+def model_configs() -> list[Path]:
+    return sorted(MODEL_CONFIGS.glob("*.yaml"))
+
+
+@pytest.mark.parametrize("path", model_configs(), ids=lambda p: p.stem)
+def test_model_yaml_sets_every_default_argument_to_its_class_default(path: Path) -> None:
+    node = OmegaConf.to_container(OmegaConf.load(path))
+    cls = getattr(importlib.import_module(node["_target_"].rpartition(".")[0]), node["_target_"].rpartition(".")[2])
+    defaults = {n: p.default for n, p in inspect.signature(cls).parameters.items() if p.default is not p.empty}
+    values = {k: v for k, v in node.items() if k != "_target_"}
+    assert set(values) == set(defaults), f"{path.name} keys differ from the defaulted arguments of {cls.__name__}"
+    for key, value in values.items():
+        assert (value, type(value)) == (defaults[key], type(defaults[key])), f"{path.name}: {key}"
+    for line in path.read_text().splitlines():
+        if re.match(r"^\w+:", line) and not line.startswith("_target_:"):
+            assert "#" in line, f"{path.name}: key without a comment: {line!r}"
+
+
+def test_every_model_has_one_yaml() -> None:
+    targets = [OmegaConf.load(p)["_target_"] for p in model_configs()]
+    assert sorted(targets) == sorted(f"{cls.__module__}.{cls.__qualname__}" for cls in MODELS)
+
+
+BAD_ARGUMENTS = [
+    ("num_entities", 0), ("num_entities", -3), ("num_entities", 4.0),
+    ("num_relations", 0), ("num_relations", -1),
+    ("dim", 0), ("dim", -5), ("dim", 2.5), ("dim", True), ("dim", "8"),
+    ("gamma", 0.0), ("gamma", -1.0), ("gamma", float("nan")), ("gamma", float("inf")), ("gamma", "6"),
+]
+
+
+@pytest.mark.parametrize("cls", [*MODELS, ComplexTransE], ids=lambda c: c.__name__)
+@pytest.mark.parametrize(("name", "value"), BAD_ARGUMENTS, ids=lambda x: repr(x))
+def test_an_argument_out_of_range_raises_an_argument_error_naming_it(cls: type[KGEModel], name: str, value) -> None:
+    arguments = {"num_entities": E, "num_relations": R, "dim": DIM, "gamma": 6.0, name: value}
+    with pytest.raises(ArgumentError) as raised:
+        cls(**arguments)
+    assert raised.value.name == name
+    assert f"(argument {name})" in str(raised.value)
+    assert "\n" not in str(raised.value)
+    assert str(raised.value.at("model")).startswith(f"model.{name}=")
+
+
+@pytest.mark.parametrize("cls", MODELS, ids=lambda c: c.__name__)
+def test_the_smallest_valid_arguments_build_a_model_that_scores(cls: type[KGEModel]) -> None:
+    model = cls(num_entities=1, num_relations=1, dim=1, gamma=1e-3)
+    zero = torch.zeros(1, dtype=torch.long)
+    assert model.score_t(zero, zero).shape == (1, 1)
+    assert torch.isfinite(model.score_hrt(zero, zero, zero)).all()
 
 
 # --- the contract ----------------------------------------------------------------------------------

@@ -1,4 +1,8 @@
-"""Knowledge-graph embedding models; each scores a query against candidate entities."""
+"""Knowledge-graph embedding models; each scores a query against candidate entities.
+
+``__all__`` lists the base class and every model; the contract suite in ``tests/`` runs for
+each model listed here.
+"""
 
 from lightning_kge.models.base import KGEModel
 from lightning_kge.models.complex import ComplEx

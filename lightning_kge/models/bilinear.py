@@ -1,13 +1,18 @@
-"""Inner-product scoring shared by the bilinear models."""
+"""Bilinear models: a query scores a candidate by their inner product."""
 
 from __future__ import annotations
 
-import torch
 from torch import Tensor
 
+from lightning_kge.models.base import KGEModel
+from lightning_kge.models.functional import inner_scores
 
-def inner_scores(query: Tensor, candidates: Tensor) -> Tensor:
-    """``<q_b, c>`` for ``query (B, w)`` and candidates ``(C, w)`` (one matmul) or ``(B, C, w)``."""
-    if candidates.dim() == 2:
-        return query @ candidates.T
-    return torch.bmm(candidates, query.unsqueeze(-1)).squeeze(-1)
+
+class BilinearModel(KGEModel):
+    """``f(h, r, t) = <q(h, r), t> = <q'(r, t), h>``: a subclass gives the two queries.
+
+    ``γ`` only sets the initial range ``(γ + 2) / dim``, as in the RotatE paper's code.
+    """
+
+    def score_candidates(self, query: Tensor, index: Tensor | None) -> Tensor:
+        return inner_scores(query, self.entities(index))

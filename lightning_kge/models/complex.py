@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import torch
 from torch import Tensor
 
-from lightning_kge.models.base import KGEModel, complex_halves
-from lightning_kge.models.bilinear import inner_scores
+from lightning_kge.models.bilinear import BilinearModel
+from lightning_kge.models.functional import complex_halves, complex_product
 
 
-class ComplEx(KGEModel):
+class ComplEx(BilinearModel):
     r"""ComplEx: ``f(h, r, t) = Re(Σ_i h_i r_i \bar t_i)``.
 
     Entities and relations are complex vectors stored as ``2·dim`` reals (real half, then
@@ -24,20 +23,11 @@ class ComplEx(KGEModel):
         gamma: sets the initial range.
     """
 
-    def __init__(self, num_entities: int, num_relations: int, dim: int = 500, gamma: float = 24.0) -> None:
-        super().__init__(num_entities, num_relations, dim, gamma)
-        self.entity = self.uniform_embedding(num_entities, 2 * dim)
-        self.relation = self.uniform_embedding(num_relations, 2 * dim)
+    entity_multiple = 2
+    relation_multiple = 2
 
     def tail_query(self, h: Tensor, r: Tensor) -> Tensor:
-        re_h, im_h = complex_halves(self.entity(h))
-        re_r, im_r = complex_halves(self.relation(r))
-        return torch.cat([re_h * re_r - im_h * im_r, re_h * im_r + im_h * re_r], dim=-1)
+        return complex_product(complex_halves(self.entity(h)), complex_halves(self.relation(r)))
 
     def head_query(self, r: Tensor, t: Tensor) -> Tensor:
-        re_t, im_t = complex_halves(self.entity(t))
-        re_r, im_r = complex_halves(self.relation(r))
-        return torch.cat([re_r * re_t + im_r * im_t, re_r * im_t - im_r * re_t], dim=-1)
-
-    def score_candidates(self, query: Tensor, index: Tensor | None) -> Tensor:
-        return inner_scores(query, self.entities(index))
+        return complex_product(complex_halves(self.entity(t)), complex_halves(self.relation(r)), conjugate=True)

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import math
-
 import torch
 from torch import Tensor
 
 from lightning_kge.kernels.rotate_distance import rotate_distance
-from lightning_kge.models.base import KGEModel, complex_halves
+from lightning_kge.models.base import DEFAULT_DIM, DEFAULT_GAMMA, KGEModel
+from lightning_kge.models.functional import complex_halves, complex_product
 
 
 class RotatE(KGEModel):
@@ -34,33 +33,29 @@ class RotatE(KGEModel):
             Kept as ``self._compile``, since ``nn.Module.compile`` owns the public name.
     """
 
+    entity_multiple = 2
+
     def __init__(
         self,
         num_entities: int,
         num_relations: int,
-        dim: int = 500,
-        gamma: float = 6.0,
+        dim: int = DEFAULT_DIM,
+        gamma: float = DEFAULT_GAMMA,
         compile: bool = True,  # noqa: A002 - the config key users set (model.compile)
     ) -> None:
         super().__init__(num_entities, num_relations, dim, gamma)
         self._compile = compile
-        self.entity = self.uniform_embedding(num_entities, 2 * dim)
-        self.relation = self.uniform_embedding(num_relations, dim)
 
     def relation_rotation(self, r: Tensor) -> tuple[Tensor, Tensor]:
         """``(cos θ_r, sin θ_r)``, each ``(B, dim)``."""
-        phase = self.relation(r) / (self.embedding_range / math.pi)
+        phase = self.phase(self.relation(r))
         return torch.cos(phase), torch.sin(phase)
 
     def tail_query(self, h: Tensor, r: Tensor) -> Tensor:
-        re_h, im_h = complex_halves(self.entity(h))
-        re_r, im_r = self.relation_rotation(r)
-        return torch.cat([re_h * re_r - im_h * im_r, re_h * im_r + im_h * re_r], dim=-1)
+        return complex_product(complex_halves(self.entity(h)), self.relation_rotation(r))
 
     def head_query(self, r: Tensor, t: Tensor) -> Tensor:
-        re_t, im_t = complex_halves(self.entity(t))
-        re_r, im_r = self.relation_rotation(r)
-        return torch.cat([re_r * re_t + im_r * im_t, re_r * im_t - im_r * re_t], dim=-1)
+        return complex_product(complex_halves(self.entity(t)), self.relation_rotation(r), conjugate=True)
 
     def score_candidates(self, query: Tensor, index: Tensor | None) -> Tensor:
         compiled = None if self._compile else False
