@@ -16,11 +16,10 @@ from lightning_kge.batches import EvaluationBatch, NegativeBatch
 from lightning_kge.data.batches import Positives, TrainSampler, mix_seed
 from lightning_kge.data.datasets import resolve_dataset
 from lightning_kge.data.distributed import UnpaddedDistributedSampler
-from lightning_kge.data.graph import SPLITS, KnowledgeGraph, UnseenPolicy, load_graph
+from lightning_kge.data.graph import SPLITS, KnowledgeGraph, UnseenPolicy, describe_duplicates, load_graph, read_entity_ids
 from lightning_kge.data.index import TripleIndex
 from lightning_kge.data.info import GraphInfo, describe
 from lightning_kge.data.statistics import head_corruption_probability, subsampling_weights
-from lightning_kge.data.tsv import TripleFileError, read_labels
 from lightning_kge.errors import require
 from lightning_kge.sampling.corruption import Corruption
 from lightning_kge.serialization import from_spec, to_spec
@@ -107,16 +106,14 @@ class KGEDataModule(L.LightningDataModule):
         graph = load_graph(folder, self.unseen)
         for split, count in graph.dropped.items():
             rank_zero_warn(f"dropped {count} {split} triples with an entity or relation not in train (data.unseen=drop)")
-        for split, count in graph.duplicates.items():
-            if count:
-                what = "kept (they weigh in training)" if split == "train" else "ranked once each"
-                rank_zero_warn(f"{folder / (split + '.txt')}: {count} duplicate triples, {what}")
+        for sentence in describe_duplicates(graph.duplicates):
+            rank_zero_warn(f"{folder}: {sentence}")
         self.graph = graph
         train = graph.triples["train"]
         self.train_index = TripleIndex(train, graph.num_entities, graph.num_relations)
         everything = torch.cat([graph.triples[s] for s in SPLITS])
         self.filter_index = TripleIndex(everything, graph.num_entities, graph.num_relations)
-        region_ids = None if self.regions is None else self._label_ids(folder / self.regions)
+        region_ids = None if self.regions is None else read_entity_ids(folder / self.regions, graph.entity_to_id)
         self.info: GraphInfo = describe(graph, region_ids, source=self.name or str(folder))
         self.head_probability = head_corruption_probability(train, graph.num_relations)
         self.train_weight = (
@@ -145,13 +142,6 @@ class KGEDataModule(L.LightningDataModule):
     @property
     def relation_to_id(self) -> dict[str, int]:
         return self._loaded().relation_to_id
-
-    def _label_ids(self, path: Path) -> list[int]:
-        labels = read_labels(path)
-        unknown = [label for label in labels if label not in self.entity_to_id]
-        if unknown:
-            raise TripleFileError(path, None, f"labels {unknown} are not entities of the graph")
-        return [self.entity_to_id[label] for label in labels]
 
     def _loaded(self) -> KnowledgeGraph:
         if self.graph is None:

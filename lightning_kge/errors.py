@@ -61,6 +61,9 @@ class UserError(Exception):
         """The one line an entry point prints: ``error: <what> (<where>): <how to fix>``."""
         return f"error: {self}"
 
+    def __reduce__(self) -> tuple:  # picklable: errors cross process boundaries (DDP spawn)
+        return type(self), (self.what, self.where, self.fix)
+
 
 class ArgumentError(UserError, ValueError):
     """A constructor argument outside its allowed range.
@@ -87,6 +90,9 @@ class ArgumentError(UserError, ValueError):
             super().__init__(f"{name}={value!r} is not allowed", f"argument {name}", f"give {requirement}")
         else:
             super().__init__(f"{key}={value!r} is not allowed", f"config key {key}", f"set {key} to {requirement}")
+
+    def __reduce__(self) -> tuple:
+        return type(self), (self.name, self.value, self.requirement, self.key)
 
     def at(self, node: str) -> ArgumentError:
         """The same error, naming the config key ``<node>.<name>``."""

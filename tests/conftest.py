@@ -1,5 +1,6 @@
-"""Fixtures shared by the tests: the bundled nations graph, a random graph, ``shared/data`` and a
-local HTTP server that serves it."""
+"""Fixtures shared by the tests: the bundled nations graph, a random graph, the tiny datasets of
+``tests/data`` (with their fingerprints, as downloadable datasets), ``shared/data`` and a local
+HTTP server."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ import pytest
 import torch
 
 from lightning_kge.data.datasets import resolve_dataset
+from lightning_kge.data.download import RemoteDataset
 from lightning_kge.data.graph import KnowledgeGraph, load_graph
 
 
@@ -33,6 +35,56 @@ def _random_triples(num_entities: int, num_relations: int, n: int, seed: int = 0
 def random_triples():
     """``random_triples(E, R, n, seed)``: ``(n, 3)`` random ``(h, r, t)`` ids, duplicates possible."""
     return _random_triples
+
+
+FIXTURES = Path(__file__).resolve().parent / "data"
+"""Tiny synthetic datasets shipped with the tests (``tests/data/README.md`` describes them)."""
+
+COUNTRIES_TINY = FIXTURES / "countries_tiny"
+"""A countries-like graph: 42 entities, relations ``locatedin`` and ``neighbor``, 90 train lines
+(one line twice, as in the real countries files), 3 valid and 4 test ``country locatedin region``
+triples, and ``regions.list`` with the 5 regions. Runs ``experiment=rotate_countries_s1`` with
+``data.name=null data.path=<it>``."""
+
+TINY_KG = FIXTURES / "tiny_kg"
+"""A generic graph: 10 people, relations ``knows``, ``likes``, ``mentors``; 25/5/5 triples."""
+
+UNREACHABLE = "http://127.0.0.1:9"
+"""A URL nothing answers (the discard port): the fixtures' default source, so that a test that
+forgets to serve them fails instead of reaching the network."""
+
+TINY_REMOTE: dict[str, RemoteDataset] = {
+    "countries_tiny": RemoteDataset(
+        "countries_tiny",
+        UNREACHABLE,
+        fingerprints={"train.txt": "2f7bd681a20385f1", "valid.txt": "d17c5959212551a0",
+                      "test.txt": "b5414187668f4128"},
+        counts={"train.txt": 90, "valid.txt": 3, "test.txt": 4},
+        labels={"regions.list": 5},
+    ),
+    "tiny_kg": RemoteDataset(
+        "tiny_kg",
+        UNREACHABLE,
+        fingerprints={"train.txt": "08970e8817eec33a", "valid.txt": "f04f78c9b8770033",
+                      "test.txt": "e8a05247700b7bdd"},
+        counts={"train.txt": 25, "valid.txt": 5, "test.txt": 5},
+    ),
+}
+"""The fixture folders as downloadable datasets (for ``fetch_dataset``), each with the
+fingerprints and line counts of its files: served from ``FIXTURES`` by ``serve``, a mirror
+(``LIGHTNING_KGE_MIRROR``) finds them under their folder names."""
+
+
+@pytest.fixture
+def countries_tiny() -> Path:
+    """The folder of the tiny countries-like graph (read-only: copy it before changing it)."""
+    return COUNTRIES_TINY
+
+
+@pytest.fixture
+def tiny_kg() -> Path:
+    """The folder of the tiny generic graph (read-only: copy it before changing it)."""
+    return TINY_KG
 
 
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"

@@ -2,17 +2,27 @@
 
 from __future__ import annotations
 
+import pickle
+import shutil
+import subprocess
+import sys
+import unicodedata
+import warnings
 from pathlib import Path
 
 import pytest
 import torch
 
 from lightning_kge.data.datasets import resolve_dataset
-from lightning_kge.data.graph import load_graph
+from lightning_kge.data.graph import describe_duplicates, load_graph, read_entity_ids
 from lightning_kge.data.index import TripleIndex
-from lightning_kge.data.tsv import TripleFileError, read_triples
+from lightning_kge.data.tsv import TripleFileError, normalize_label, read_labels, read_triples
+from lightning_kge.datamodule import KGEDataModule
+from lightning_kge.errors import MAX_LABEL, ArgumentError, UserError
 
 TRAIN = "a\tlikes\tb\nb\tlikes\tc\nc\thates\ta\n"
+CAFE_NFC = "caf\u00e9"
+CAFE_NFD = "cafe\u0301"
 
 
 def write(path: Path, text: str | bytes) -> Path:
@@ -30,49 +40,77 @@ def make_folder(root: Path, train: str = TRAIN, valid: str = "a\tlikes\tc\n", te
     return root
 
 
+def refusal(path: Path) -> TripleFileError:
+    """The error ``read_triples(path)`` raises."""
+    with pytest.raises(TripleFileError) as caught:
+        read_triples(path)
+    return caught.value
+
+
+def assert_one_line_message(error: TripleFileError, where: str) -> None:
+    """``<what> (<where>): <fix>``, with a non-empty fix, on one line."""
+    assert error.where == where
+    assert str(error) == f"{error.what} ({where}): {error.fix}"
+    assert error.what and error.fix and "\n" not in str(error)
+
+
 # --- read_triples: errors name file, line and problem ---------------------------------------------
 
 
+def test_triple_file_error_is_a_user_error_and_a_value_error(tmp_path: Path) -> None:
+    error = refusal(write(tmp_path / "train.txt", "a\tr\n"))
+    assert isinstance(error, UserError) and isinstance(error, ValueError)
+    copy = pickle.loads(pickle.dumps(error))  # crosses process boundaries under DDP spawn
+    assert type(copy) is TripleFileError and str(copy) == str(error) and copy.line == error.line
+
+
 @pytest.mark.parametrize(
-    ("text", "line", "problem"),
+    ("text", "line", "problem", "fix"),
     [
-        ("a\tr\tb\na\tr\n", 2, "expected 3 tab-separated columns, found 2"),
-        ("a\tr\tb\n\na\tr\tb\tc\n", 3, "found 4"),
-        ("a\tr\tb\na r b\n", 2, "found 1"),
-        ("a\tr\tb\na\t\tb\n", 2, "blank relation"),
-        ("a\tr\tb\nx\tr\tb\n \tr\tb\n", 3, "blank head"),
-        ("a\tr\t  \n", 1, "blank tail"),
+        ("a\tr\tb\na\tr\n", 2, "expected 3 tab-separated columns, found 2", "one tab each"),
+        ("a\tr\tb\n\na\tr\tb\tc\n", 3, "found 4", "one tab each"),
+        ("a\tr\tb\na r b\n", 2, "found 1", "one tab each"),
+        ("a\tr\tb\na\t\tb\n", 2, "blank relation label", "a head, a relation and a tail"),
+        ("a\tr\tb\nx\tr\tb\n \tr\tb\n", 3, "blank head label", "a head, a relation and a tail"),
+        ("a\tr\t  \n", 1, "blank tail label", "a head, a relation and a tail"),
     ],
 )
-def test_malformed_line_error_names_file_line_and_problem(tmp_path: Path, text: str, line: int, problem: str) -> None:
-    path = write(tmp_path / "train.txt", text)
-    with pytest.raises(TripleFileError) as caught:
-        read_triples(path)
-    message = str(caught.value)
-    assert f"{path}:{line}:" in message
-    assert problem in message
-    assert caught.value.line == line
+def test_malformed_line_error_names_file_line_problem_and_fix(
+    tmp_path: Path, text: str, line: int, problem: str, fix: str
+) -> None:
+    error = refusal(write(tmp_path / "train.txt", text))
+    assert_one_line_message(error, f"{tmp_path / 'train.txt'}:{line}")
+    assert problem in error.what and fix in error.fix
+    assert error.line == line
 
 
 @pytest.mark.parametrize("text", ["", "\n\n  \n"])
 def test_empty_file_error_names_file_and_problem(tmp_path: Path, text: str) -> None:
-    path = write(tmp_path / "valid.txt", text)
-    with pytest.raises(TripleFileError, match="no triples") as caught:
-        read_triples(path)
-    assert str(path) in str(caught.value)
+    error = refusal(write(tmp_path / "valid.txt", text))
+    assert_one_line_message(error, str(tmp_path / "valid.txt"))
+    assert error.what == "file holds no triples"
 
 
 def test_missing_file_error_names_file(tmp_path: Path) -> None:
-    with pytest.raises(TripleFileError, match="not found") as caught:
-        read_triples(tmp_path / "absent.txt")
-    assert str(tmp_path / "absent.txt") in str(caught.value)
+    error = refusal(tmp_path / "absent.txt")
+    assert_one_line_message(error, str(tmp_path / "absent.txt"))
+    assert error.what == "file not found"
+
+
+def test_a_folder_in_place_of_a_file_is_reported_as_a_directory(tmp_path: Path) -> None:
+    folder = make_folder(tmp_path / "graph")
+    (folder / "test.txt").unlink()
+    (folder / "test.txt").mkdir()
+    with pytest.raises(TripleFileError) as caught:
+        load_graph(folder)
+    assert_one_line_message(caught.value, str(folder / "test.txt"))
+    assert "is a directory" in caught.value.what and "not found" not in str(caught.value)
 
 
 def test_invalid_utf8_error_names_file_and_line(tmp_path: Path) -> None:
-    path = write(tmp_path / "test.txt", b"a\tr\tb\nc\tr\td\n\xff\xfe\tr\tb\ne\tr\tf\n")
-    with pytest.raises(TripleFileError, match="UTF-8") as caught:
-        read_triples(path)
-    assert f"{path}:3:" in str(caught.value)
+    error = refusal(write(tmp_path / "test.txt", b"a\tr\tb\nc\tr\td\n\xff\xfe\tr\tb\ne\tr\tf\n"))
+    assert_one_line_message(error, f"{tmp_path / 'test.txt'}:3")
+    assert "UTF-8" in error.what and "UTF-8" in error.fix
 
 
 def test_crlf_line_ends_are_accepted_and_stripped(tmp_path: Path) -> None:
@@ -88,6 +126,133 @@ def test_duplicates_are_kept_in_file_order(tmp_path: Path) -> None:
 
 def test_utf8_labels_are_read_verbatim(tmp_path: Path) -> None:
     assert read_triples(write(tmp_path / "t.txt", "Zürich\tnear\t東京\n")) == [("Zürich", "near", "東京")]
+
+
+# --- read_triples: input that would silently change meaning ---------------------------------------
+
+
+def test_a_byte_order_mark_at_the_start_is_stripped(tmp_path: Path) -> None:
+    plain = read_triples(write(tmp_path / "plain.txt", TRAIN))
+    marked = read_triples(write(tmp_path / "bom.txt", b"\xef\xbb\xbf" + TRAIN.encode()))
+    assert marked == plain
+    assert load_graph(make_folder(tmp_path / "g", train="\ufeff" + TRAIN)).entity_to_id == {"a": 0, "b": 1, "c": 2}
+
+
+def test_a_byte_order_mark_inside_a_file_is_refused(tmp_path: Path) -> None:
+    error = refusal(write(tmp_path / "t.txt", "a\tr\tb\n\ufeffc\tr\ta\n"))
+    assert_one_line_message(error, f"{tmp_path / 't.txt'}:2")
+    assert "U+FEFF" in error.what
+
+
+def test_nfc_and_nfd_spellings_are_one_entity_with_a_warning_giving_the_count(tmp_path: Path) -> None:
+    assert unicodedata.normalize("NFC", CAFE_NFD) == CAFE_NFC != CAFE_NFD
+    train = f"{CAFE_NFC}\tnear\tbar\nbar\tnear\t{CAFE_NFD}\n{CAFE_NFD}\tnear\tbar\nbar\tserves\tr\u0069\u0301z\n"
+    folder = make_folder(tmp_path, train=train, valid=f"bar\tnear\t{CAFE_NFC}\n", test=f"{CAFE_NFD}\tnear\tbar\n")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        graph = load_graph(folder)
+    messages = sorted(str(w.message) for w in caught)
+    assert len(messages) == 2
+    assert messages[0].startswith(f"{folder / 'test.txt'}: 1 label changed to Unicode NFC")
+    assert messages[1].startswith(f"{folder / 'train.txt'}: 2 labels changed to Unicode NFC")
+    assert set(graph.entity_to_id) == {"bar", CAFE_NFC, "r\u00edz"}
+    assert graph.duplicates == {"train": 1}  # café near bar, spelt twice
+
+
+def test_normalize_label_matches_labels_read_from_files(tmp_path: Path) -> None:
+    with pytest.warns(UserWarning):
+        graph = load_graph(make_folder(tmp_path, train=f"{CAFE_NFD}\tnear\tbar\n", valid="bar\tnear\tbar\n",
+                                       test="bar\tnear\tbar\n"))
+    assert normalize_label(CAFE_NFD) in graph.entity_to_id
+    assert normalize_label(CAFE_NFC) in graph.entity_to_id
+    assert CAFE_NFD not in graph.entity_to_id
+
+
+def test_labels_already_in_nfc_give_no_warning(tmp_path: Path) -> None:
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        load_graph(make_folder(tmp_path, train=f"{CAFE_NFC}\tnear\tbar\n", valid="bar\tnear\tbar\n",
+                               test="bar\tnear\tbar\n"))
+
+
+@pytest.mark.parametrize(
+    ("line", "part", "label"),
+    [
+        ("netherlands \tlocatedin\teurope", "head", "netherlands "),
+        ("netherlands\t locatedin\teurope", "relation", " locatedin"),
+        ("netherlands\tlocatedin\teurope\u00a0", "tail", "europe\u00a0"),
+        ("netherlands\tlocatedin\t\u3000europe", "tail", "\u3000europe"),
+    ],
+)
+def test_a_label_with_surrounding_whitespace_is_refused_naming_file_line_and_label(
+    tmp_path: Path, line: str, part: str, label: str
+) -> None:
+    error = refusal(write(tmp_path / "train.txt", f"a\tr\tb\n{line}\n"))
+    assert_one_line_message(error, f"{tmp_path / 'train.txt'}:2")
+    assert f"{part} label {label!r}" in error.what and "whitespace" in error.what
+
+
+@pytest.mark.parametrize("char", ["\x00", "\x01", "\x1b", "\r", "\x7f", "\x85", "\x9f"])
+def test_a_label_with_a_control_character_is_refused_naming_file_line_and_label(tmp_path: Path, char: str) -> None:
+    label = f"ne{char}therlands"
+    error = refusal(write(tmp_path / "train.txt", f"a\tr\tb\nc\tr\tb\n{label}\tr\tb\n"))
+    assert_one_line_message(error, f"{tmp_path / 'train.txt'}:3")
+    assert f"head label {label!r}" in error.what
+    assert f"U+{ord(char):04X}" in error.what
+
+
+def test_every_control_character_but_the_tab_is_refused(tmp_path: Path) -> None:
+    controls = [chr(c) for c in range(0x110000) if unicodedata.category(chr(c)) == "Cc" and chr(c) not in "\t\n"]
+    for char in controls:
+        path = write(tmp_path / "t.txt", f"a\tr{char}\tb\n".encode("utf-8"))
+        with pytest.raises(TripleFileError, match="control character"):
+            read_triples(path)
+
+
+@pytest.mark.parametrize(
+    "header",
+    ["head\trelation\ttail", "Head\tRelation\tTail", "subject\tpredicate\tobject", "h\tr\tt",
+     "SOURCE\trelation\ttarget", "# head\trelation\ttail"],
+)
+def test_a_header_line_is_refused_with_the_fix_to_remove_it(tmp_path: Path, header: str) -> None:
+    error = refusal(write(tmp_path / "train.txt", f"\ufeff{header}\r\na\tr\tb\n"))
+    assert_one_line_message(error, f"{tmp_path / 'train.txt'}:1")
+    assert "header" in error.what and error.fix.startswith("remove the header line")
+
+
+def test_header_words_after_the_first_line_are_ordinary_labels(tmp_path: Path) -> None:
+    triples = read_triples(write(tmp_path / "t.txt", "a\tr\tb\nhead\trelation\ttail\n"))
+    assert triples[1] == ("head", "relation", "tail")
+
+
+def test_long_labels_are_shortened_in_messages(tmp_path: Path) -> None:
+    long = "x" * 5000
+    error = refusal(write(tmp_path / "t.txt", f"a\tr\tb\n{long} \tr\tb\n"))
+    assert len(str(error)) < 2 * MAX_LABEL + 400
+    assert "5001 characters" in error.what
+    folder = make_folder(tmp_path / "g", test=f"a\tlikes\t{long}\n")
+    with pytest.raises(TripleFileError) as caught:
+        load_graph(folder)
+    assert len(str(caught.value)) < 2 * MAX_LABEL + 400 and "5000 characters" in caught.value.what
+
+
+def test_read_labels_applies_the_same_checks(tmp_path: Path) -> None:
+    assert read_labels(write(tmp_path / "r.list", b"\xef\xbb\xbfeurope\r\nasia\n\n")) == ["europe", "asia"]
+    with pytest.raises(TripleFileError) as caught:
+        read_labels(write(tmp_path / "bad.list", "europe\nasia \n"))
+    assert_one_line_message(caught.value, f"{tmp_path / 'bad.list'}:2")
+
+
+def test_entity_ids_of_a_label_list_follow_the_graph_and_name_an_unknown_label(tmp_path: Path) -> None:
+    folder = make_folder(tmp_path)
+    graph = load_graph(folder)
+    listed = write(folder / "regions.list", "c\na\n")
+    assert read_entity_ids(listed, graph.entity_to_id).tolist() == [graph.entity_to_id["c"], graph.entity_to_id["a"]]
+    write(listed, "c\n\nzeta\n")
+    with pytest.raises(TripleFileError) as caught:
+        read_entity_ids(listed, graph.entity_to_id)
+    assert_one_line_message(caught.value, f"{listed}:3")
+    assert "'zeta'" in caught.value.what
 
 
 # --- load_graph ------------------------------------------------------------------------------------
@@ -109,12 +274,39 @@ def test_one_vocabulary_across_splits_with_ids_in_sorted_label_order(tmp_path: P
         assert back == expected
 
 
-def test_load_graph_keeps_duplicate_triples(tmp_path: Path) -> None:
-    graph = load_graph(make_folder(tmp_path, train=TRAIN + "a\tlikes\tb\n", test="b\thates\tc\nb\thates\tc\n"))
-    e, r = graph.entity_to_id, graph.relation_to_id
-    assert len(graph.triples["train"]) == 4
-    assert graph.triples["train"][0].tolist() == graph.triples["train"][3].tolist() == [e["a"], r["likes"], e["b"]]
-    assert graph.triples["test"].tolist() == [[e["b"], r["hates"], e["c"]]] * 2
+def test_duplicates_are_counted_per_split_and_ranked_once_in_valid_and_test(tmp_path: Path) -> None:
+    train = TRAIN + "a\tlikes\tb\na\tlikes\tb\n"
+    valid = "a\tlikes\tc\nb\thates\tc\na\tlikes\tc\n"
+    test = "b\thates\tc\nc\tlikes\tb\nb\thates\tc\nc\tlikes\tb\nb\thates\tc\n"
+    graph = load_graph(make_folder(tmp_path, train=train, valid=valid, test=test))
+    assert graph.duplicates == {"train": 2, "valid": 1, "test": 3}
+    id_to_entity = {i: e for e, i in graph.entity_to_id.items()}
+    id_to_relation = {i: r for r, i in graph.relation_to_id.items()}
+
+    def labels(split: str) -> list[tuple[str, str, str]]:
+        return [(id_to_entity[h], id_to_relation[r], id_to_entity[t]) for h, r, t in graph.triples[split].tolist()]
+
+    def first_occurrences(text: str) -> list[tuple[str, ...]]:  # brute force
+        out: list[tuple[str, ...]] = []
+        for line in text.splitlines():
+            if tuple(line.split("\t")) not in out:
+                out.append(tuple(line.split("\t")))
+        return out
+
+    assert labels("train") == [tuple(line.split("\t")) for line in train.splitlines()]  # every line kept
+    assert labels("valid") == first_occurrences(valid)
+    assert labels("test") == first_occurrences(test)
+
+
+def test_a_graph_without_duplicates_reports_none(tmp_path: Path) -> None:
+    assert load_graph(make_folder(tmp_path)).duplicates == {}
+
+
+def test_describe_duplicates_says_what_was_done_per_split() -> None:
+    train, test = describe_duplicates({"train": 1, "test": 3})
+    assert "train.txt" in train and "1 triple line " in train and "kept" in train
+    assert "test.txt" in test and "3 triple lines" in test and "ranked once" in test
+    assert describe_duplicates({}) == []
 
 
 def test_ids_do_not_depend_on_line_order(tmp_path: Path) -> None:
@@ -128,7 +320,18 @@ def test_load_graph_error_names_the_split_file(tmp_path: Path) -> None:
     folder = make_folder(tmp_path, test="a\tlikes\tb\n\nb\tlikes\n")
     with pytest.raises(TripleFileError) as caught:
         load_graph(folder)
-    assert f"{folder / 'test.txt'}:3:" in str(caught.value)
+    assert_one_line_message(caught.value, f"{folder / 'test.txt'}:3")
+
+
+@pytest.mark.parametrize("make", ["missing", "file"])
+def test_a_missing_dataset_folder_is_a_user_error(tmp_path: Path, make: str) -> None:
+    folder = tmp_path / "graph"
+    if make == "file":
+        write(folder, TRAIN)
+    with pytest.raises(TripleFileError) as caught:
+        load_graph(folder)
+    assert_one_line_message(caught.value, str(folder))
+    assert "train.txt, valid.txt and test.txt" in caught.value.fix
 
 
 @pytest.mark.parametrize(
@@ -137,15 +340,16 @@ def test_load_graph_error_names_the_split_file(tmp_path: Path) -> None:
         ("valid", "a\tlikes\tc\n\n\nb\tlikes\tnewcomer\n", 4, "tail entity 'newcomer'"),
         ("test", "stranger\tlikes\tc\n", 1, "head entity 'stranger'"),
         ("test", "a\tlikes\tc\na\tloves\tb\n", 2, "relation 'loves'"),
+        ("test", "a\tlikes\tc\na\tlikes\tc\nb\thates\ta\na\tloves\tb\n", 4, "relation 'loves'"),  # after a duplicate
     ],
 )
 def test_unseen_label_error_names_file_line_and_label(tmp_path: Path, split: str, text: str, line: int, part: str) -> None:
     folder = make_folder(tmp_path, **{split: text})
     with pytest.raises(TripleFileError) as caught:
         load_graph(folder, unseen="error")
-    message = str(caught.value)
-    assert f"{folder / f'{split}.txt'}:{line}:" in message
-    assert part in message
+    assert_one_line_message(caught.value, f"{folder / f'{split}.txt'}:{line}")
+    assert part in caught.value.what
+    assert "data.unseen=drop" in caught.value.fix and "data.unseen=keep" in caught.value.fix
 
 
 def test_unseen_drop_removes_and_counts_such_triples(tmp_path: Path) -> None:
@@ -171,8 +375,8 @@ def test_unseen_keep_keeps_triples_with_a_vocabulary_over_all_splits(tmp_path: P
     assert not graph.dropped
 
 
-def test_unknown_unseen_policy_is_rejected(tmp_path: Path) -> None:
-    with pytest.raises(ValueError, match="unseen"):
+def test_unknown_unseen_policy_is_an_argument_error(tmp_path: Path) -> None:
+    with pytest.raises(ArgumentError, match="unseen='ignore'"):
         load_graph(make_folder(tmp_path), unseen="ignore")  # type: ignore[arg-type]
 
 
@@ -187,10 +391,54 @@ def test_unknown_unseen_policy_is_rejected(tmp_path: Path) -> None:
 def test_bundled_datasets_have_the_published_counts(
     name: str, entities: int, relations: int, train: int, valid: int, test: int
 ) -> None:
-    graph = load_graph(resolve_dataset(name))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no label changed, no duplicate
+        graph = load_graph(resolve_dataset(name))
     assert (graph.num_entities, graph.num_relations) == (entities, relations)
     sizes = tuple(len(graph.triples[s]) for s in ("train", "valid", "test"))
     assert sizes == (train, valid, test)
+    assert graph.duplicates == {}
+
+
+def test_the_tiny_countries_fixture_keeps_its_duplicate_train_line(countries_tiny: Path) -> None:
+    graph = load_graph(countries_tiny)
+    assert graph.duplicates == {"train": 1}
+    assert len(graph.triples["train"]) == 90
+    regions = read_entity_ids(countries_tiny / "regions.list", graph.entity_to_id)
+    assert len(regions) == 5
+
+
+@pytest.mark.parametrize(("name", "key"), [("wn18", "data.name"), ("nations", "data.url")])
+def test_dataset_names_and_urls_are_checked_naming_the_config_key(name: str, key: str) -> None:
+    url = "http://127.0.0.1:9" if key == "data.url" else None
+    with pytest.raises(ArgumentError) as caught:
+        resolve_dataset(name, url)
+    assert caught.value.where == f"config key {key}"
+
+
+# --- through the real entry point ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("file", "text", "line"),
+    [("train.txt", "head\trelation\ttail\n", 1), ("test.txt", "ada\tknows\tcai\nada\tknows\x00\tben\n", 2)],
+)
+def test_bad_input_stops_the_entry_point_naming_file_and_line(
+    tmp_path: Path, tiny_kg: Path, file: str, text: str, line: int
+) -> None:
+    folder = tmp_path / "graph"
+    shutil.copytree(tiny_kg, folder)
+    path = folder / file
+    write(path, text + path.read_text(encoding="utf-8"))
+    result = subprocess.run(
+        [sys.executable, "-m", "lightning_kge.train", "data=tsv", f"data.path={folder}", "trainer=cpu",
+         "trainer.max_steps=1", f"hydra.run.dir={tmp_path / 'run'}"],
+        cwd=tmp_path, capture_output=True, text=True, timeout=300,
+    )
+    assert result.returncode != 0
+    assert f"({path}:{line}):" in result.stderr
+    assert not (tmp_path / "run" / "metrics.json").exists()
+
 
 
 # --- TripleIndex -----------------------------------------------------------------------------------

@@ -1,34 +1,39 @@
-"""fetch_dataset: download over HTTP (a local server), verify by fingerprint, cache, lock.
+"""fetch_dataset: download over HTTP (a local server), verify by content, cache, lock.
 
-The ``serve`` and ``shared_data`` fixtures live in ``conftest.py``.
+The datasets downloaded here are the tiny fixtures of ``tests/data`` (``TINY_REMOTE`` in
+``conftest.py``, served by the ``serve`` fixture), so every test runs on a fresh clone; only
+``test_shared_files_match_the_published_fingerprints_and_counts`` reads ``../shared/data``.
 """
 
 from __future__ import annotations
 
+import os
+import pickle
 import shutil
 import socket
 import threading
 from pathlib import Path
 
-import pooch
 import pytest
 
+from conftest import FIXTURES, TINY_REMOTE
 from lightning_kge.data.download import (
     DATASETS,
     DatasetDownloadError,
     content_fingerprint,
-    default_cache_dir,
     fetch_dataset,
 )
+from lightning_kge.errors import ArgumentError, UserError
 
+COUNTRIES = TINY_REMOTE["countries_tiny"]
 COUNTRIES_FILES = ["train.txt", "valid.txt", "test.txt", "regions.list"]
 
 
 @pytest.fixture(autouse=True)
 def _isolated_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     """No user settings leak in, and requests never goes through a proxy for the local server."""
-    monkeypatch.delenv("LIGHTNING_KGE_MIRROR", raising=False)
-    monkeypatch.delenv("LIGHTNING_KGE_DATA", raising=False)
+    for name in ("LIGHTNING_KGE_MIRROR", "LIGHTNING_KGE_DATA", "LIGHTNING_KGE_CACHE"):
+        monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")
     monkeypatch.setenv("no_proxy", "127.0.0.1,localhost")
 
@@ -45,14 +50,39 @@ def _leftovers(folder: Path) -> list[str]:
     return sorted(p.name for p in folder.iterdir() if p.name != ".lock")
 
 
+def _served_copy(tmp_path: Path) -> Path:
+    """A writable copy of the countries fixture to serve (tests change it)."""
+    served = tmp_path / "served"
+    shutil.copytree(FIXTURES / "countries_tiny", served)
+    return served
+
+
+def _fetch(url: str, cache: Path) -> Path:
+    return fetch_dataset(COUNTRIES, url=url, cache_dir=cache, progress=False)
+
+
+# --- the fingerprints --------------------------------------------------------------------------------
+
+
 @pytest.mark.parametrize("name", sorted(DATASETS))
-def test_shared_files_match_the_fingerprint_table(shared_data: Path, name: str) -> None:
+def test_shared_files_match_the_published_fingerprints_and_counts(shared_data: Path, name: str) -> None:
     dataset = DATASETS[name]
     for file, expected in dataset.fingerprints.items():
-        assert content_fingerprint(shared_data / dataset.folder / file)[:16] == expected, file
+        path = shared_data / dataset.folder / file
+        assert content_fingerprint(path)[:16] == expected, file
+        assert len([line for line in path.read_text().splitlines() if line.strip()]) == dataset.counts[file]
     for file, count in dataset.labels.items():
         lines = (shared_data / dataset.folder / file).read_text().splitlines()
         assert len([line for line in lines if line.strip()]) == count
+
+
+@pytest.mark.parametrize("name", sorted(TINY_REMOTE))
+def test_fixture_files_match_their_declared_fingerprints_and_counts(name: str) -> None:
+    dataset = TINY_REMOTE[name]
+    for file, expected in dataset.fingerprints.items():
+        path = FIXTURES / dataset.folder / file
+        assert content_fingerprint(path)[:16] == expected, file
+        assert len(path.read_text().splitlines()) == dataset.counts[file], file
 
 
 def test_fingerprint_ignores_order_duplicates_and_line_ends(tmp_path: Path) -> None:
@@ -65,88 +95,111 @@ def test_fingerprint_ignores_order_duplicates_and_line_ends(tmp_path: Path) -> N
     assert content_fingerprint(tmp_path / "c.txt") != fingerprint
 
 
-def test_fetch_from_url_caches_identical_files(serve, shared_data: Path, tmp_path: Path) -> None:
-    url, requested = serve(shared_data / "wn18rr")
-    folder = fetch_dataset("wn18rr", url=url, cache_dir=tmp_path, progress=False)
-    assert folder == tmp_path / "wn18rr"
-    assert requested == ["/train.txt", "/valid.txt", "/test.txt"]
-    for file in ("train.txt", "valid.txt", "test.txt"):
-        assert (folder / file).read_bytes() == (shared_data / "wn18rr" / file).read_bytes()
+# --- downloading and caching -------------------------------------------------------------------------
+
+
+def test_fetch_from_url_caches_identical_files(serve, tmp_path: Path) -> None:
+    url, requested = serve(FIXTURES / "countries_tiny")
+    folder = _fetch(url, tmp_path)
+    assert folder == tmp_path / "countries_tiny"
+    assert requested == [f"/{file}" for file in COUNTRIES_FILES]
+    for file in COUNTRIES_FILES:
+        assert (folder / file).read_bytes() == (FIXTURES / "countries_tiny" / file).read_bytes()
     assert not [name for name in _leftovers(folder) if name.endswith(".part")]
 
 
 def test_mirror_variable_serves_every_dataset_by_folder(
-    serve, shared_data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    serve, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    url, requested = serve(shared_data)
+    url, requested = serve(FIXTURES)
     monkeypatch.setenv("LIGHTNING_KGE_MIRROR", url + "/")
-    folder = fetch_dataset("countries_s2", cache_dir=tmp_path)  # progress bar on
-    assert folder == tmp_path / "countries_S2"
-    assert requested == [f"/countries_S2/{file}" for file in COUNTRIES_FILES]
-    regions = (shared_data / "countries_S2" / "regions.list").read_bytes()
-    assert (folder / "regions.list").read_bytes() == regions
+    for name, dataset in TINY_REMOTE.items():
+        folder = fetch_dataset(dataset, cache_dir=tmp_path)  # progress bar on
+        assert folder == tmp_path / dataset.folder
+        for file in dataset.files:
+            assert (folder / file).read_bytes() == (FIXTURES / dataset.folder / file).read_bytes()
+    assert requested == [f"/{d.folder}/{file}" for d in TINY_REMOTE.values() for file in d.files]
 
 
-def test_explicit_url_beats_mirror_variable(
-    serve, shared_data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_explicit_url_beats_mirror_variable(serve, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("LIGHTNING_KGE_MIRROR", _closed_port_url())
-    url, requested = serve(shared_data / "countries_S3")
-    fetch_dataset("countries_s3", url=url, cache_dir=tmp_path, progress=False)
+    url, requested = serve(FIXTURES / "countries_tiny")
+    _fetch(url, tmp_path)
     assert len(requested) == len(COUNTRIES_FILES)
 
 
-def test_second_fetch_does_not_hit_the_server(serve, shared_data: Path, tmp_path: Path) -> None:
-    url, requested = serve(shared_data / "countries_S1")
-    first = fetch_dataset("countries_s1", url=url, cache_dir=tmp_path, progress=False)
+def test_second_fetch_does_not_hit_the_server(serve, tmp_path: Path) -> None:
+    url, requested = serve(FIXTURES / "countries_tiny")
+    first = _fetch(url, tmp_path)
     assert len(requested) == len(COUNTRIES_FILES)
-    second = fetch_dataset("countries_s1", url=url, cache_dir=tmp_path, progress=False)
-    assert second == first
+    assert _fetch(url, tmp_path) == first
     assert len(requested) == len(COUNTRIES_FILES)
 
 
-def test_files_placed_by_hand_are_used_without_download(
-    serve, shared_data: Path, tmp_path: Path
-) -> None:
-    shutil.copytree(shared_data / "countries_S1", tmp_path / "countries_S1")
-    url, requested = serve(shared_data / "countries_S1")
-    assert fetch_dataset("countries_s1", url=url, cache_dir=tmp_path, progress=False) == (
-        tmp_path / "countries_S1"
-    )
+def test_files_placed_by_hand_are_used_without_download(serve, tmp_path: Path) -> None:
+    shutil.copytree(FIXTURES / "countries_tiny", tmp_path / "countries_tiny")
+    url, requested = serve(FIXTURES / "countries_tiny")
+    assert _fetch(url, tmp_path) == tmp_path / "countries_tiny"
     assert requested == []
 
 
-def test_a_changed_cached_file_is_downloaded_again(
-    serve, shared_data: Path, tmp_path: Path
-) -> None:
-    url, requested = serve(shared_data / "countries_S1")
-    folder = fetch_dataset("countries_s1", url=url, cache_dir=tmp_path, progress=False)
+def test_a_changed_cached_file_is_downloaded_again(serve, tmp_path: Path) -> None:
+    url, requested = serve(FIXTURES / "countries_tiny")
+    folder = _fetch(url, tmp_path)
     with open(folder / "test.txt", "a") as handle:
         handle.write("atlantis\tlocatedin\teurope\n")
-    fetch_dataset("countries_s1", url=url, cache_dir=tmp_path, progress=False)
+    _fetch(url, tmp_path)
     assert requested[len(COUNTRIES_FILES):] == ["/test.txt"]
-    original = (shared_data / "countries_S1" / "test.txt").read_bytes()
-    assert (folder / "test.txt").read_bytes() == original
+    assert (folder / "test.txt").read_bytes() == (FIXTURES / "countries_tiny" / "test.txt").read_bytes()
 
 
-@pytest.mark.parametrize("file", ["train.txt", "regions.list"])
-def test_corrupted_download_raises_and_leaves_no_file(
-    serve, shared_data: Path, tmp_path: Path, file: str
-) -> None:
-    served = tmp_path / "served"
-    shutil.copytree(shared_data / "countries_S1", served)
+def test_a_cached_file_edited_with_its_size_and_mtime_kept_is_downloaded_again(serve, tmp_path: Path) -> None:
+    url, requested = serve(FIXTURES / "countries_tiny")
+    folder = _fetch(url, tmp_path)
+    path = folder / "test.txt"
+    before, stat = path.read_bytes(), path.stat()
+    edited = before.replace(b"netherlands\tlocatedin\teurope", b"netherlands\tlocatedin\tafrica")
+    assert edited != before and len(edited) == len(before)
+    path.write_bytes(edited)
+    os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    assert (path.stat().st_size, path.stat().st_mtime_ns) == (stat.st_size, stat.st_mtime_ns)
+    _fetch(url, tmp_path)
+    assert requested[len(COUNTRIES_FILES):] == ["/test.txt"]
+    assert path.read_bytes() == before
+
+
+def test_a_cached_file_with_other_bytes_but_the_same_triples_is_kept(serve, tmp_path: Path) -> None:
+    url, requested = serve(FIXTURES / "countries_tiny")
+    folder = _fetch(url, tmp_path)
+    path = folder / "train.txt"
+    reordered = b"".join(reversed(path.read_bytes().splitlines(keepends=True)))
+    path.write_bytes(reordered)
+    _fetch(url, tmp_path)
+    assert len(requested) == len(COUNTRIES_FILES)  # checked in full, not downloaded
+    assert path.read_bytes() == reordered
+
+
+@pytest.mark.parametrize("change", ["changed triple", "duplicated line", "missing region"])
+def test_corrupted_download_raises_and_leaves_no_file(serve, tmp_path: Path, change: str) -> None:
+    served = _served_copy(tmp_path)
+    file = "regions.list" if change == "missing region" else "train.txt"
     lines = (served / file).read_text().splitlines()
-    if file == "train.txt":  # one triple changed: head and tail swapped
+    if change == "changed triple":  # head and tail swapped
         lines[0] = "\t".join(reversed(lines[0].split("\t")))
-    else:  # one region missing
+    elif change == "duplicated line":  # the same distinct triples, one more line
+        lines.append(lines[5])
+    else:
         lines = lines[1:]
     (served / file).write_text("\n".join(lines) + "\n")
     url, _ = serve(served)
     cache = tmp_path / "cache"
-    with pytest.raises(DatasetDownloadError, match=rf"countries_s1.*{file}") as error:
-        fetch_dataset("countries_s1", url=url, cache_dir=cache, progress=False)
-    assert f"{url}/{file}" in str(error.value)
-    left = _leftovers(cache / "countries_S1")
+    with pytest.raises(DatasetDownloadError, match=rf"countries_tiny.*{file}") as error:
+        _fetch(url, cache)
+    assert error.value.where == f"{url}/{file}"
+    if change == "duplicated line":
+        assert content_fingerprint(served / file)[:16] == COUNTRIES.fingerprints[file]
+        assert "91 triple lines, expected 90" in str(error.value)
+    left = _leftovers(cache / "countries_tiny")
     assert file not in left
     assert not [name for name in left if file in name]  # no temporary file, no marker
     if file == "train.txt":  # the first file: nothing at all was kept
@@ -154,48 +207,48 @@ def test_corrupted_download_raises_and_leaves_no_file(
 
 
 @pytest.mark.parametrize("server", ["404", "closed port"])
-def test_unreachable_file_raises_with_retry_and_mirror_advice(
-    serve, shared_data: Path, tmp_path: Path, server: str
+def test_unreachable_file_raises_a_user_error_with_retry_mirror_and_cache_advice(
+    serve, tmp_path: Path, server: str
 ) -> None:
-    url = serve(shared_data)[0] + "/no-such-folder" if server == "404" else _closed_port_url()
+    url = serve(FIXTURES)[0] + "/no-such-folder" if server == "404" else _closed_port_url()
     with pytest.raises(DatasetDownloadError) as error:
-        fetch_dataset("countries_s1", url=url, cache_dir=tmp_path, progress=False)
-    message = str(error.value)
-    for part in ("countries_s1", f"{url}/train.txt", "retry", "LIGHTNING_KGE_MIRROR",
-                 "countries_S1/train.txt", str(tmp_path / "countries_S1")):
-        assert part in message
+        _fetch(url, tmp_path)
+    assert isinstance(error.value, UserError)
+    assert error.value.where == f"{url}/train.txt"
+    assert "download failed" in error.value.what and "countries_tiny" in error.value.what
+    for part in ("retry", "LIGHTNING_KGE_MIRROR", "countries_tiny/train.txt", str(tmp_path / "countries_tiny")):
+        assert part in error.value.fix
+    assert str(error.value) == f"{error.value.what} ({error.value.where}): {error.value.fix}"
+    assert str(pickle.loads(pickle.dumps(error.value))) == str(error.value)
     if server == "404":
-        assert "404" in message
-    assert _leftovers(tmp_path / "countries_S1") == []
+        assert "404" in error.value.what
+    assert _leftovers(tmp_path / "countries_tiny") == []
 
 
-def test_data_variable_sets_the_cache_dir(
-    serve, shared_data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.setenv("LIGHTNING_KGE_DATA", str(tmp_path / "kge-cache"))
-    assert default_cache_dir() == tmp_path / "kge-cache"
-    url, _ = serve(shared_data / "countries_S3")
-    folder = fetch_dataset("countries_s3", url=url, progress=False)
-    assert folder == tmp_path / "kge-cache" / "countries_S3"
-    assert (folder / "train.txt").is_file()
+def test_a_bad_cached_file_and_a_failed_download_are_both_reported(serve, tmp_path: Path) -> None:
+    url, _ = serve(FIXTURES / "countries_tiny")
+    folder = _fetch(url, tmp_path)
+    with open(folder / "valid.txt", "a") as handle:
+        handle.write("atlantis\tlocatedin\teurope\n")
+    down = _closed_port_url()
+    with pytest.raises(DatasetDownloadError) as error:
+        _fetch(down, tmp_path)
+    what = error.value.what
+    assert "cached copy" in what and str(folder / "valid.txt") in what
+    assert "4 triple lines, expected 3" in what  # why the cached copy failed
+    assert "download failed" in what  # and why it was not replaced
+    assert error.value.where == f"{down}/valid.txt"
+    assert "atlantis" in (folder / "valid.txt").read_text()  # the user's file is left as it was
 
 
-def test_default_cache_dir_without_variable_is_the_user_cache() -> None:
-    assert default_cache_dir() == Path(pooch.os_cache("lightning_kge"))
-
-
-def test_concurrent_fetches_download_each_file_once(
-    serve, shared_data: Path, tmp_path: Path
-) -> None:
-    url, requested = serve(shared_data / "countries_S2")
+def test_concurrent_fetches_download_each_file_once(serve, tmp_path: Path) -> None:
+    url, requested = serve(FIXTURES / "countries_tiny")
     start, folders, errors = threading.Barrier(4), [], []
 
     def fetch() -> None:
         start.wait()
         try:
-            folders.append(
-                fetch_dataset("countries_s2", url=url, cache_dir=tmp_path, progress=False)
-            )
+            folders.append(_fetch(url, tmp_path))
         except Exception as error:  # reported below
             errors.append(error)
 
@@ -205,10 +258,47 @@ def test_concurrent_fetches_download_each_file_once(
     for thread in threads:
         thread.join()
     assert errors == []
-    assert folders == [tmp_path / "countries_S2"] * 4
+    assert folders == [tmp_path / "countries_tiny"] * 4
     assert sorted(requested) == sorted(f"/{file}" for file in COUNTRIES_FILES)
 
 
-def test_unknown_dataset_name_raises_value_error(tmp_path: Path) -> None:
-    with pytest.raises(ValueError, match="wn18rr"):
+# --- where the cache is ------------------------------------------------------------------------------
+
+
+def test_cache_variable_puts_datasets_under_its_datasets_folder(
+    serve, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("LIGHTNING_KGE_CACHE", str(tmp_path / "kge-cache"))
+    url, _ = serve(FIXTURES / "countries_tiny")
+    folder = fetch_dataset(COUNTRIES, url=url, progress=False)
+    assert folder == tmp_path / "kge-cache" / "datasets" / "countries_tiny"
+    assert (folder / "train.txt").is_file()
+
+
+def test_former_data_variable_still_works_with_a_future_warning(
+    serve, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("LIGHTNING_KGE_DATA", str(tmp_path / "old"))
+    url, _ = serve(FIXTURES / "countries_tiny")
+    with pytest.warns(FutureWarning, match="LIGHTNING_KGE_CACHE"):
+        folder = fetch_dataset(COUNTRIES, url=url, progress=False)
+    assert folder == tmp_path / "old" / "countries_tiny"
+    assert (folder / "train.txt").is_file()
+
+
+def test_cache_variable_wins_over_the_former_one_with_a_warning(
+    serve, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("LIGHTNING_KGE_DATA", str(tmp_path / "old"))
+    monkeypatch.setenv("LIGHTNING_KGE_CACHE", str(tmp_path / "new"))
+    url, _ = serve(FIXTURES / "countries_tiny")
+    with pytest.warns(FutureWarning, match="LIGHTNING_KGE_DATA is ignored"):
+        folder = fetch_dataset(COUNTRIES, url=url, progress=False)
+    assert folder == tmp_path / "new" / "datasets" / "countries_tiny"
+    assert not (tmp_path / "old").exists()
+
+
+def test_unknown_dataset_name_is_an_argument_error_listing_the_names(tmp_path: Path) -> None:
+    with pytest.raises(ArgumentError, match="wn18rr") as error:
         fetch_dataset("wn18", cache_dir=tmp_path)
+    assert isinstance(error.value, ValueError) and "'wn18'" in str(error.value)

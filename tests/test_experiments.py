@@ -49,11 +49,15 @@ def scheduled_rates(scheduler_factory, lr: float, max_steps: int) -> list[float]
     return rates
 
 
-def mirror_environment(url: str, cache: Path) -> dict[str, str]:
-    """Environment of a subprocess that downloads every dataset from ``url`` into ``cache``."""
-    local = "127.0.0.1,localhost"  # never through a proxy
-    return {**os.environ, "LIGHTNING_KGE_MIRROR": url, "LIGHTNING_KGE_DATA": str(cache),
-            "NO_PROXY": local, "no_proxy": local}
+def offline_environment() -> dict[str, str]:
+    """Environment of a subprocess in which any download fails at once (nothing answers the mirror)."""
+    env = {k: v for k, v in os.environ.items() if k != "LIGHTNING_KGE_DATA"}
+    return {**env, "LIGHTNING_KGE_MIRROR": "http://127.0.0.1:9"}
+
+
+def on_fixture(folder: Path) -> list[str]:
+    """Overrides that run a countries experiment on a fixture folder, on one CPU process."""
+    return ["data.name=null", f"data.path={folder}", "trainer=cpu"]
 
 
 def test_experiment_group_has_every_published_setting() -> None:
@@ -159,43 +163,36 @@ def test_schedule_rejects_a_negative_warm_up_fraction() -> None:
         GeometricStepDecay(optimizer, max_steps=10, warm_up_fraction=-0.5)
 
 
-def test_short_countries_run_through_the_entry_point_reports_auc_pr(
-    serve, shared_data: Path, tmp_path: Path
-) -> None:
-    url, requested = serve(shared_data)
-    env = mirror_environment(url, tmp_path / "cache")
+def test_short_countries_run_through_the_entry_point_reports_auc_pr(countries_tiny: Path, tmp_path: Path) -> None:
     out = tmp_path / "run"
     result = subprocess.run(
-        [sys.executable, "-m", "lightning_kge.train", "experiment=rotate_countries_s1",
-         "trainer.max_steps=20", "model.dim=8",
-         "trainer.enable_progress_bar=false", f"hydra.run.dir={out}"],
-        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600,
+        [sys.executable, "-m", "lightning_kge.train", "experiment=rotate_countries_s1", *on_fixture(countries_tiny),
+         "trainer.max_steps=20", "model.dim=8", "trainer.enable_progress_bar=false", f"hydra.run.dir={out}"],
+        cwd=tmp_path, env=offline_environment(), capture_output=True, text=True, timeout=600,
     )
     assert result.returncode == 0, result.stderr[-3000:]
-    assert "/countries_S1/regions.list" in requested  # downloaded from the mirror
-    assert (tmp_path / "cache" / "countries_S1" / "train.txt").is_file()
     metrics = json.loads((out / "metrics.json").read_text())
     assert math.isfinite(metrics["test/auc_pr"]) and 0.0 < metrics["test/auc_pr"] <= 1.0
     ran = OmegaConf.load(out / ".hydra" / "config.yaml")
     assert ran.module.lr_scheduler.max_steps == 20 and ran.sampler.num_negatives == 64
+    assert ran.data.regions == "regions.list" and ran.trainer.accelerator == "cpu"
 
 
 def test_reproduce_runs_a_shortened_prefix_and_tables_it_against_the_paper(
-    serve, shared_data: Path, tmp_path: Path
+    countries_tiny: Path, tmp_path: Path
 ) -> None:
-    url, _ = serve(shared_data)
-    env = mirror_environment(url, tmp_path / "cache")
     table = tmp_path / "reproduce.md"
     result = subprocess.run(
         [sys.executable, str(REPO / "benchmarks" / "reproduce.py"), "rotate_countries_s1", "--steps", "20",
          "--out", str(tmp_path / "runs"), "--records", str(tmp_path / "records"), "--table", str(table),
-         "model.dim=8"],
-        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600,
+         "model.dim=8", *on_fixture(countries_tiny)],
+        cwd=tmp_path, env=offline_environment(), capture_output=True, text=True, timeout=600,
     )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     folder = tmp_path / "runs" / "rotate_countries_s1"
     ran = OmegaConf.load(folder / ".hydra" / "config.yaml")
     assert ran.trainer.max_steps == 20 and ran.module.lr_scheduler.max_steps == 40000  # a prefix
+    assert ran.data.path == str(countries_tiny) and ran.trainer.accelerator == "cpu"  # overrides passed on
     auc_pr = json.loads((folder / "metrics.json").read_text())["test/auc_pr"]
     rows = {line.split("|")[2].strip(): line for line in table.read_text().splitlines()
             if line.startswith("| rotate_countries_s1 |") or line.startswith("| | paper |")}
@@ -204,17 +201,14 @@ def test_reproduce_runs_a_shortened_prefix_and_tables_it_against_the_paper(
     assert table.read_text() in result.stdout
 
 
-def test_reproduce_report_rebuilds_the_table_from_records_alone(
-    serve, shared_data: Path, tmp_path: Path
-) -> None:
-    url, _ = serve(shared_data)
-    env = mirror_environment(url, tmp_path / "cache")
+def test_reproduce_report_rebuilds_the_table_from_records_alone(countries_tiny: Path, tmp_path: Path) -> None:
+    env = offline_environment()
     script = str(REPO / "benchmarks" / "reproduce.py")
     records, first, second = tmp_path / "records", tmp_path / "first.md", tmp_path / "second.md"
     common = ["--records", str(records), "--out", str(tmp_path / "runs")]
     ran = subprocess.run(
         [sys.executable, script, "rotate_countries_s2", "--steps", "10", *common, "--table", str(first),
-         "model.dim=8", "trainer.val_check_interval=5"],
+         "model.dim=8", "trainer.val_check_interval=5", *on_fixture(countries_tiny)],
         cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600,
     )
     assert ran.returncode == 0, ran.stdout[-3000:] + ran.stderr[-3000:]

@@ -106,4 +106,4 @@ def test_bad_input_stops_the_entry_point_naming_file_line_and_problem(tmp_path: 
     result = run_module(["-m", "lightning_kge.train", "data=tsv", f"data.path={folder}",
                          "trainer.fast_dev_run=true", f"hydra.run.dir={tmp_path / 'run'}"], cwd=tmp_path)
     assert result.returncode != 0
-    assert f"{folder / 'test.txt'}:2: expected 3 tab-separated columns, found 2" in result.stderr
+    assert f"expected 3 tab-separated columns, found 2 ({folder / 'test.txt'}:2):" in result.stderr

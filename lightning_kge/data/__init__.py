@@ -1,7 +1,15 @@
 """Reading, bundling and downloading knowledge graphs."""
 
-from lightning_kge.data.graph import KnowledgeGraph, load_graph
+from lightning_kge.data.graph import KnowledgeGraph, describe_duplicates, load_graph
 from lightning_kge.data.index import TripleIndex
-from lightning_kge.data.tsv import TripleFileError, read_triples
+from lightning_kge.data.tsv import TripleFileError, normalize_label, read_triples
 
-__all__ = ["KnowledgeGraph", "load_graph", "TripleIndex", "TripleFileError", "read_triples"]
+__all__ = [
+    "KnowledgeGraph",
+    "load_graph",
+    "describe_duplicates",
+    "TripleIndex",
+    "TripleFileError",
+    "normalize_label",
+    "read_triples",
+]

@@ -1,8 +1,11 @@
 """Download the large benchmarks once, verify them by content, and cache them.
 
 wn18rr, fb15k237 and countries_s1..s3 come from the RotatE authors' release on GitHub (or a mirror).
-Each file is downloaded under a temporary name, checked against a content fingerprint (independent
-of line order and line ends) and only then moved to its final name in ``<cache>/<folder>/``.
+Each file is downloaded under a temporary name, checked (its number of triple lines and the
+content fingerprint of its distinct triples, so neither line order nor line ends matter, but an
+added, removed, changed or duplicated line does) and only then moved to its final name in
+``<cache>/datasets/<folder>/``. A marker beside each verified file keeps the SHA-256 of its bytes;
+each later use hashes the file again, so a cached file edited in any way is checked in full again.
 """
 
 from __future__ import annotations
@@ -10,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import os
 import uuid
+import warnings
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -17,7 +21,9 @@ from pathlib import Path
 
 import pooch
 
-from lightning_kge.data.tsv import read_labels, read_triples
+from lightning_kge.cache import CACHE_ENV, cache_dir as cache_root
+from lightning_kge.data.tsv import read_labels, read_triple_lines
+from lightning_kge.errors import ArgumentError, UserError
 
 try:
     import fcntl
@@ -25,14 +31,21 @@ except ImportError:  # pragma: no cover - not POSIX: no lock between processes
     fcntl = None
 
 MIRROR_ENV = "LIGHTNING_KGE_MIRROR"
-CACHE_ENV = "LIGHTNING_KGE_DATA"
+"""Environment variable: a mirror serving ``<mirror>/<folder>/train.txt`` for every dataset."""
+LEGACY_DATA_ENV = "LIGHTNING_KGE_DATA"
+"""The former dataset-cache setting: still honoured (with a ``FutureWarning``) when
+``LIGHTNING_KGE_CACHE`` is not set."""
 RELEASE_URL = (
     "https://raw.githubusercontent.com/DeepGraphLearning/KnowledgeGraphEmbedding/master/data"
 )
 
 
-class DatasetDownloadError(RuntimeError):
-    """A dataset file could not be downloaded, or its content did not match the expected data."""
+class DatasetDownloadError(UserError, RuntimeError):
+    """A dataset file could not be downloaded, or its content did not match the expected data.
+
+    ``str(error)`` is ``<what> (<URL>): <fix>``; the fix names the retry, the mirror variable and
+    the cache folder where the files may be placed by hand.
+    """
 
 
 @dataclass(frozen=True)
@@ -42,12 +55,16 @@ class RemoteDataset:
     Args:
         folder: folder name in the cache (as in ``shared/data``), also the folder under a mirror.
         url: default base URL; file ``f`` is fetched from ``f"{url}/{f}"``.
-        fingerprints: triple file name -> first 16 hex digits of its :func:`content_fingerprint`.
+        fingerprints: triple file name -> first 16 hex digits of its :func:`content_fingerprint`
+            (distinct triples).
+        counts: triple file name -> number of triple lines it must hold (duplicates included).
         labels: label-list file name -> number of non-empty lines it must hold.
 
     Example:
         >>> DATASETS["countries_s1"].files
         ('train.txt', 'valid.txt', 'test.txt', 'regions.list')
+        >>> DATASETS["countries_s1"].counts["train.txt"]  # one line is there twice
+        1111
         >>> DATASETS["fb15k237"].url.rsplit("/", 1)[-1]
         'FB15k-237'
     """
@@ -55,38 +72,56 @@ class RemoteDataset:
     folder: str
     url: str
     fingerprints: Mapping[str, str]
+    counts: Mapping[str, int]
     labels: Mapping[str, int] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if set(self.fingerprints) != set(self.counts):
+            raise ValueError("fingerprints and counts must name the same triple files")
 
     @property
     def files(self) -> tuple[str, ...]:
         """All file names, triple files first."""
         return (*self.fingerprints, *self.labels)
 
+    def expected(self, file: str) -> str:
+        """What ``file`` must hold, in words: ``1,111 triple lines, fingerprint 2087ee71…``."""
+        if file in self.labels:
+            return f"{self.labels[file]:,} labels"
+        return f"{self.counts[file]:,} triple lines, fingerprint {self.fingerprints[file]}"
+
 
 def _dataset(
-    folder: str, remote: str, train: str, valid: str, test: str, regions: bool = False
+    folder: str, remote: str, splits: dict[str, tuple[str, int]], regions: bool = False
 ) -> RemoteDataset:
-    splits = {"train.txt": train, "valid.txt": valid, "test.txt": test}
+    fingerprints = {f"{split}.txt": fp for split, (fp, _) in splits.items()}
+    counts = {f"{split}.txt": n for split, (_, n) in splits.items()}
     labels = {"regions.list": 5} if regions else {}
-    return RemoteDataset(folder, f"{RELEASE_URL}/{remote}", splits, labels)
+    return RemoteDataset(folder, f"{RELEASE_URL}/{remote}", fingerprints, counts, labels)
 
 
-def _countries(level: int, train: str) -> RemoteDataset:
+def _countries(level: int, train: tuple[str, int]) -> RemoteDataset:
     folder = f"countries_S{level}"
-    return _dataset(folder, folder, train, "7dd49d7db9f65a26", "f43676cab51c6d6d", regions=True)
+    splits = {"train": train, "valid": ("7dd49d7db9f65a26", 24), "test": ("f43676cab51c6d6d", 24)}
+    return _dataset(folder, folder, splits, regions=True)
 
 
-# Fingerprint prefixes (train, valid, test) from shared/data/README.md, "Content fingerprints".
+# From shared/data/README.md: fingerprint prefixes ("Content fingerprints") and line counts (the
+# counts table; each countries train file holds one line twice: 1,111 lines, 1,110 distinct).
 DATASETS: dict[str, RemoteDataset] = {
-    "wn18rr": _dataset(
-        "wn18rr", "wn18rr", "70fbc1c7881f33bd", "0f42971b8aa35b97", "92f29d2ed83e8189"
-    ),
-    "fb15k237": _dataset(
-        "fb15k237", "FB15k-237", "8d2a771809b0f38f", "1c4febacc6daabc6", "a7156e4560d173ee"
-    ),
-    "countries_s1": _countries(1, "2087ee71ebd91317"),
-    "countries_s2": _countries(2, "d4f85c19d9c801c4"),
-    "countries_s3": _countries(3, "7f6230ed084f14df"),
+    "wn18rr": _dataset("wn18rr", "wn18rr", {
+        "train": ("70fbc1c7881f33bd", 86835),
+        "valid": ("0f42971b8aa35b97", 3034),
+        "test": ("92f29d2ed83e8189", 3134),
+    }),
+    "fb15k237": _dataset("fb15k237", "FB15k-237", {
+        "train": ("8d2a771809b0f38f", 272115),
+        "valid": ("1c4febacc6daabc6", 17535),
+        "test": ("a7156e4560d173ee", 20466),
+    }),
+    "countries_s1": _countries(1, ("2087ee71ebd91317", 1111)),
+    "countries_s2": _countries(2, ("d4f85c19d9c801c4", 1063)),
+    "countries_s3": _countries(3, ("7f6230ed084f14df", 985)),
 }
 
 
@@ -94,7 +129,8 @@ def content_fingerprint(path: str | Path) -> str:
     """SHA-256 of a triple file's distinct triples, sorted: line order and line ends do not matter.
 
     The distinct triples, sorted as ``(head, relation, tail)`` tuples, are each joined as
-    ``head\\trelation\\ttail\\n``, and the UTF-8 bytes of all of them are hashed.
+    ``head\\trelation\\ttail\\n``, and the UTF-8 bytes of all of them are hashed. Duplicates do
+    not change it: downloads also check the number of lines (:attr:`RemoteDataset.counts`).
 
     Args:
         path: a triple file (see :func:`lightning_kge.data.tsv.read_triples`).
@@ -114,56 +150,90 @@ def content_fingerprint(path: str | Path) -> str:
         'bbe582a36ecefbf1'
         >>> tmp.cleanup()
     """
+    return _fingerprint(read_triple_lines(path).triples)
+
+
+def _fingerprint(triples: list[tuple[str, str, str]]) -> str:
     digest = hashlib.sha256()
-    for triple in sorted(set(read_triples(path))):
+    for triple in sorted(set(triples)):
         digest.update(("\t".join(triple) + "\n").encode("utf-8"))
     return digest.hexdigest()
 
 
 def default_cache_dir() -> Path:
-    """The cache root: ``$LIGHTNING_KGE_DATA`` if set, else the user cache dir for lightning_kge."""
-    root = os.environ.get(CACHE_ENV)
-    return Path(root).expanduser() if root else Path(pooch.os_cache("lightning_kge"))
+    """The folder under which each dataset gets its own folder: ``cache_dir("datasets")``.
+
+    That is ``$LIGHTNING_KGE_CACHE/datasets`` (see :func:`lightning_kge.cache.cache_dir`). The
+    former setting ``$LIGHTNING_KGE_DATA`` is still honoured, with a ``FutureWarning``, when
+    ``LIGHTNING_KGE_CACHE`` is not set.
+    """
+    legacy = os.environ.get(LEGACY_DATA_ENV)
+    if legacy and os.environ.get(CACHE_ENV):
+        warnings.warn(
+            f"{LEGACY_DATA_ENV} is ignored because {CACHE_ENV} is set; unset {LEGACY_DATA_ENV}",
+            FutureWarning,
+            stacklevel=2,
+        )
+    elif legacy:
+        warnings.warn(
+            f"{LEGACY_DATA_ENV} is deprecated: set {CACHE_ENV}=DIR instead (datasets then go to "
+            f"DIR/datasets/<name>); using {LEGACY_DATA_ENV}={legacy} for now",
+            FutureWarning,
+            stacklevel=2,
+        )
+        return Path(legacy).expanduser()
+    return cache_root("datasets")
 
 
 def fetch_dataset(
-    name: str, *, url: str | None = None, cache_dir: str | Path | None = None, progress: bool = True
+    name: str | RemoteDataset,
+    *,
+    url: str | None = None,
+    cache_dir: str | Path | None = None,
+    progress: bool = True,
 ) -> Path:
     """Download a benchmark if needed and return the folder holding its verified files.
 
-    Files already in the cache and verified are not downloaded again. Safe to call from several
-    processes at once (DDP ranks on one node): one downloads under a file lock, the others wait.
+    Files already in the cache are used when their bytes still hash to the SHA-256 recorded when
+    they were verified (or, failing that, when their content passes the full check again);
+    otherwise they are downloaded again. Safe to call from several processes at once (DDP ranks
+    on one node): one downloads under a file lock, the others wait.
 
     Args:
-        name: ``wn18rr``, ``fb15k237``, ``countries_s1``, ``countries_s2`` or ``countries_s3``.
+        name: ``wn18rr``, ``fb15k237``, ``countries_s1``, ``countries_s2`` or ``countries_s3``,
+            or a :class:`RemoteDataset` describing another dataset.
         url: base URL serving ``<url>/train.txt`` etc.; beats ``$LIGHTNING_KGE_MIRROR`` (which
-            serves ``<mirror>/<folder>/train.txt``), which beats the RotatE release on GitHub.
-        cache_dir: cache root; files go to ``cache_dir/<folder>/``; default
-            :func:`default_cache_dir`.
+            serves ``<mirror>/<folder>/train.txt``), which beats the dataset's own URL.
+        cache_dir: files go to ``cache_dir/<folder>/``; default :func:`default_cache_dir`.
         progress: show a progress bar (needs ``tqdm``) and log each download.
 
     Returns:
         ``cache_dir/<folder>``, e.g. ``.../countries_S1`` with ``train.txt``, ``valid.txt``, ...
 
     Raises:
-        ValueError: unknown dataset name.
-        DatasetDownloadError: a download failed or a file did not match its fingerprint.
+        ArgumentError: unknown dataset name.
+        DatasetDownloadError: a download failed or a file did not match what it must hold.
     """
-    key = name.lower()
-    if key not in DATASETS:
-        raise ValueError(f"unknown dataset {name!r}; choose one of {', '.join(DATASETS)}")
-    dataset = DATASETS[key]
+    if isinstance(name, RemoteDataset):
+        dataset, key = name, name.folder
+    else:
+        key = name.lower()
+        if key not in DATASETS:
+            raise ArgumentError("name", name, f"one of {', '.join(DATASETS)}")
+        dataset = DATASETS[key]
     mirror = os.environ.get(MIRROR_ENV)
     base = url or (f"{mirror.rstrip('/')}/{dataset.folder}" if mirror else dataset.url)
     root = Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir()
     folder = root / dataset.folder
-    if all(_is_cached(dataset, folder / file) for file in dataset.files):
+    if all(_cached_problem(dataset, folder / file) is None for file in dataset.files):
         return folder  # no lock needed: works in a read-only folder of hand-placed files
     folder.mkdir(parents=True, exist_ok=True)
     with _locked(folder / ".lock"):
         for file in dataset.files:
-            if not _is_cached(dataset, folder / file):
-                _download(key, dataset, f"{base.rstrip('/')}/{file}", folder / file, progress)
+            problem = _cached_problem(dataset, folder / file)  # another process may have fetched it
+            if problem is not None:
+                cached = problem if (folder / file).exists() else None
+                _download(key, dataset, f"{base.rstrip('/')}/{file}", folder / file, progress, cached)
     return folder
 
 
@@ -172,45 +242,72 @@ def _problem(dataset: RemoteDataset, file: str, path: Path) -> str | None:
     try:
         if file in dataset.labels:
             found, expected = len(read_labels(path)), dataset.labels[file]
-            return None if found == expected else f"{found} non-empty lines, expected {expected}"
-        found, expected = content_fingerprint(path)[:16], dataset.fingerprints[file]
-    except ValueError as error:  # unreadable, not UTF-8, not three columns
+            return None if found == expected else f"{found:,} labels, expected {expected:,}"
+        triples = read_triple_lines(path).triples
+    except UserError as error:  # unreadable, not UTF-8, not three columns, ...
         return str(error)
-    return None if found == expected else f"content fingerprint {found}, expected {expected}"
+    problems = []
+    if len(triples) != dataset.counts[file]:
+        problems.append(f"{len(triples):,} triple lines, expected {dataset.counts[file]:,}")
+    found = _fingerprint(triples)[:16]
+    if found != dataset.fingerprints[file]:
+        problems.append(f"content fingerprint {found}, expected {dataset.fingerprints[file]}")
+    return "; ".join(problems) or None
 
 
-def _is_cached(dataset: RemoteDataset, target: Path) -> bool:
-    """Whether ``target`` holds verified content; remembered in a marker keyed by size and mtime."""
+def _cached_problem(dataset: RemoteDataset, target: Path) -> str | None:
+    """Why the cached ``target`` cannot be used, or None when it holds verified content.
+
+    A marker beside the file keeps the SHA-256 of its bytes when they were last verified; if the
+    bytes still hash to it the file is used, otherwise its content is checked in full again.
+    """
     if not target.is_file():
-        return False
-    marker = target.with_name(f".{target.name}.verified")
-    if marker.is_file() and marker.read_text() == _stamp(dataset, target):
-        return True
-    if _problem(dataset, target.name, target) is not None:
-        return False
-    _remember(dataset, target)
-    return True
+        return "not in the cache"
+    marker = _marker(target)
+    digest = _file_digest(target)
+    if marker.is_file() and marker.read_text() == _stamp(dataset, target.name, digest):
+        return None
+    problem = _problem(dataset, target.name, target)
+    if problem is None:
+        _remember(dataset, target, digest)
+    return problem
 
 
-def _stamp(dataset: RemoteDataset, target: Path) -> str:
-    stat = target.stat()
-    expected = dataset.fingerprints.get(target.name, dataset.labels.get(target.name))
-    return f"{stat.st_size} {stat.st_mtime_ns} {expected}\n"
+def _marker(target: Path) -> Path:
+    return target.with_name(f".{target.name}.verified")
 
 
-def _remember(dataset: RemoteDataset, target: Path) -> None:
-    """Write the marker saying ``target`` (as it is now) was verified; write-then-rename."""
-    marker = target.with_name(f".{target.name}.verified")
+def _file_digest(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _stamp(dataset: RemoteDataset, file: str, digest: str) -> str:
+    return f"sha256 {digest} verified as {dataset.expected(file)}\n"
+
+
+def _remember(dataset: RemoteDataset, target: Path, digest: str) -> None:
+    """Write the marker saying ``target`` (bytes hashing to ``digest``) was verified."""
+    marker = _marker(target)
     scratch = marker.with_name(f"{marker.name}.{uuid.uuid4().hex}")
     try:
-        scratch.write_text(_stamp(dataset, target))
+        scratch.write_text(_stamp(dataset, target.name, digest))
         os.replace(scratch, marker)
     except OSError:  # read-only cache: verify again next time
         scratch.unlink(missing_ok=True)
 
 
-def _download(name: str, dataset: RemoteDataset, url: str, target: Path, progress: bool) -> None:
-    """Download ``url`` to a temporary file beside ``target``, verify it, move it into place."""
+def _download(
+    name: str, dataset: RemoteDataset, url: str, target: Path, progress: bool, cached: str | None
+) -> None:
+    """Download ``url`` to a temporary file beside ``target``, verify it, move it into place.
+
+    ``cached`` is why the file already in the cache failed its check (None if there was none):
+    an error then says both that and why the download did not replace it.
+    """
     scratch = target.with_name(f".{target.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.part")
     try:
         try:
@@ -222,24 +319,27 @@ def _download(name: str, dataset: RemoteDataset, url: str, target: Path, progres
         try:
             downloader(url, str(scratch), None)
         except OSError as error:  # requests' exceptions subclass OSError
-            raise _error(name, dataset, url, target, f"download failed ({error})") from error
+            raise _error(name, dataset, url, target, f"download failed ({error})", cached) from error
         problem = _problem(dataset, target.name, scratch)
         if problem is not None:
-            raise _error(name, dataset, url, target, f"wrong content ({problem})")
+            raise _error(name, dataset, url, target, f"the downloaded copy has wrong content ({problem})", cached)
         os.replace(scratch, target)
     finally:
         scratch.unlink(missing_ok=True)
-    _remember(dataset, target)
+    _remember(dataset, target, _file_digest(target))
 
 
 def _error(
-    name: str, dataset: RemoteDataset, url: str, target: Path, problem: str
+    name: str, dataset: RemoteDataset, url: str, target: Path, problem: str, cached: str | None
 ) -> DatasetDownloadError:
+    if cached is not None:
+        problem = f"the cached copy {target} fails its check ({cached}), and {problem}"
     return DatasetDownloadError(
-        f"dataset {name!r}, file {target.name}: {problem}; URL {url}.\n"
-        f"To fix: retry (the server may be briefly unreachable); or set {MIRROR_ENV}=URL to a "
-        f"mirror that serves {dataset.folder}/train.txt, {dataset.folder}/valid.txt, ...; or place "
-        f"the files ({', '.join(dataset.files)}) by hand in {target.parent}"
+        f"dataset {name!r}, file {target.name}: {problem}",
+        url,
+        f"retry (the server may be briefly unreachable); or set {MIRROR_ENV}=URL to a mirror "
+        f"that serves {dataset.folder}/train.txt, {dataset.folder}/valid.txt, ...; or place the "
+        f"files ({', '.join(dataset.files)}) by hand in {target.parent}",
     )
 
 
