@@ -370,7 +370,7 @@ def test_protate_modulus_starts_at_half_the_embedding_range() -> None:
 def test_rotate_compile_argument_round_trips_through_its_spec_and_leaves_module_compile() -> None:
     import inspect
 
-    from lightning_kge.spec import from_spec, to_spec
+    from lightning_kge.serialization import from_spec, to_spec
 
     model = RotatE(num_entities=E, num_relations=R, dim=DIM, gamma=6.0, compile=False)
     spec = to_spec(model)
@@ -440,9 +440,10 @@ def training_run(tmp_path, compile: bool, precision: str | None, steps: int = 12
 
     L.seed_everything(0, verbose=False)
     sampler = SelfAdversarialSampler(num_negatives=16, temperature=0.5)
-    data = KGEDataModule(sampler=sampler, name="nations", batch_size=2048, eval_batch_size=64)
+    data = KGEDataModule(sampler.corruption(), name="nations", batch_size=2048, eval_batch_size=64)
+    data.setup()
     model = RotatE(num_entities=14, num_relations=55, dim=16, gamma=6.0, compile=compile)
-    module = KGEModule(model, sampler, optimizer=functools.partial(torch.optim.Adam, lr=0.05))
+    module = KGEModule(model, sampler.selection(), data.info, optimizer=functools.partial(torch.optim.Adam, lr=0.05))
     losses = Losses()
     trainer = L.Trainer(
         max_steps=steps, precision=precision, accelerator="cpu", devices=1, logger=False, callbacks=[losses],
