@@ -50,3 +50,24 @@ class EvaluationBatch:
     def filter(self, side: str) -> tuple[Tensor, Tensor]:
         """The filter pairs of ``side`` (``"head"`` or ``"tail"``)."""
         return self.head_filter if side == "head" else self.tail_filter
+
+
+@dataclass
+class QueryBatch:
+    """Queries to answer with their best ``k`` entities: ``(h, r, ?)`` or ``(?, r, t)``.
+
+    Attributes:
+        entity: ``(B,)`` the entity each query gives: its head when ``side`` is ``"tail"``,
+            its tail when ``side`` is ``"head"``.
+        relation: ``(B,)`` the relation of each query.
+        side: the entity asked for, ``"tail"`` or ``"head"``.
+        k: how many answers each query gets.
+        exclude: ``(rows, entities)``, each ``(n,)``: answers ``(b, e)`` to leave out (known
+            triples, e.g. of the training split); empty tensors to keep every entity.
+    """
+
+    entity: Tensor
+    relation: Tensor
+    side: str
+    k: int
+    exclude: tuple[Tensor, Tensor]

@@ -12,7 +12,7 @@ from lightning.pytorch.utilities import rank_zero_warn
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
-from lightning_kge.batches import EvaluationBatch, NegativeBatch
+from lightning_kge.batches import EvaluationBatch, NegativeBatch, QueryBatch
 from lightning_kge.data.batches import Positives, TrainSampler, mix_seed
 from lightning_kge.data.datasets import resolve_dataset
 from lightning_kge.data.distributed import UnpaddedDistributedSampler
@@ -20,7 +20,7 @@ from lightning_kge.data.graph import SPLITS, KnowledgeGraph, UnseenPolicy, descr
 from lightning_kge.data.index import TripleIndex
 from lightning_kge.data.info import GraphInfo, describe
 from lightning_kge.data.statistics import head_corruption_probability, subsampling_weights
-from lightning_kge.errors import require
+from lightning_kge.errors import UserError, require
 from lightning_kge.sampling.corruption import Corruption
 from lightning_kge.serialization import from_spec, to_spec
 
@@ -89,6 +89,7 @@ class KGEDataModule(L.LightningDataModule):
         self.train_batches_done = 0
         """Training batches consumed so far (saved in checkpoints: a resumed run continues from it)."""
         self._generator: torch.Generator | None = None
+        self._predict: tuple[Tensor, str, str, int] | None = None
 
     # --- loading --------------------------------------------------------------------------------
     def prepare_data(self) -> None:
@@ -179,6 +180,46 @@ class KGEDataModule(L.LightningDataModule):
             num_workers=self.num_workers,
         )
 
+    def predict_on(self, queries: str | Tensor = "test", side: str = "tail", exclude: str = "train", k: int = 10) -> None:
+        """Set the queries that ``Trainer.predict`` answers through :meth:`predict_dataloader`.
+
+        Each query is answered by the module's ``predict_step`` with its best ``k`` entities
+        (an :class:`~lightning_kge.prediction.Answers` per batch).
+
+        Args:
+            queries: a split name (``train``, ``valid``, ``test``: its distinct queries), or
+                ``(n, 2)`` ids ``(entity, relation)``: the head of each tail query ``(h, r, ?)``,
+                the tail of each head query ``(?, r, t)``.
+            side: ``tail`` or ``head``: the entity asked for.
+            exclude: known answers to leave out: of the ``train`` split, of ``all`` splits, or ``none``.
+            k: answers per query.
+        """
+        require(side in ("tail", "head"), "side", side, "tail or head")
+        require(exclude in ("train", "all", "none"), "exclude", exclude, "train, all or none")
+        require(isinstance(k, int) and k >= 1, "k", k, "an integer ≥ 1")
+        if isinstance(queries, str):
+            require(queries in SPLITS, "queries", queries, "a split name (" + ", ".join(SPLITS) + ") or (n, 2) ids")
+            triples = self.triples[queries]
+            pairs = torch.unique(triples[:, [0 if side == "tail" else 2, 1]], dim=0)
+        else:
+            pairs = torch.as_tensor(queries, dtype=torch.long)
+            require(pairs.ndim == 2 and pairs.shape[1] == 2, "queries", tuple(pairs.shape), "(n, 2) ids (entity, relation)")
+            bad = (pairs[:, 0] < 0) | (pairs[:, 0] >= self.num_entities) | (pairs[:, 1] < 0) | (pairs[:, 1] >= self.num_relations)
+            require(not bool(bad.any()), "queries", pairs[bad][:3].tolist(), "entity and relation ids of this graph")
+        self._predict = (pairs, side, exclude, k)
+
+    def predict_dataloader(self) -> DataLoader:
+        """Batches of the queries set by :meth:`predict_on` (:class:`~lightning_kge.batches.QueryBatch`)."""
+        if self._predict is None:
+            raise UserError(
+                "no prediction queries were set", "KGEDataModule.predict_dataloader",
+                "call datamodule.predict_on(queries, side=..., exclude=..., k=...) before Trainer.predict",
+            )
+        pairs, side, exclude, k = self._predict
+        index = {"train": self.train_index, "all": self.filter_index, "none": None}[exclude]
+        return DataLoader(QueryDataset(pairs), batch_size=self.eval_batch_size, collate_fn=QueryCollate(index, side, k),
+                          num_workers=self.num_workers)
+
     # --- corruption -------------------------------------------------------------------------------
     def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
         """Corrupt training batches on their device; evaluation batches pass through."""
@@ -239,3 +280,18 @@ class FilterCollate:
         tail_rows, tail_entities = self.index.true_tails(h, r)
         head_rows, head_entities = self.index.true_heads(r, t)
         return EvaluationBatch(triples, (tail_rows, tail_entities), (head_rows, head_entities))
+
+
+class QueryCollate:
+    """Collate ``(entity, relation)`` pairs into a :class:`QueryBatch` with the answers ``index`` knows."""
+
+    def __init__(self, index: TripleIndex | None, side: str, k: int) -> None:
+        self.index, self.side, self.k = index, side, k
+
+    def __call__(self, pairs: Tensor) -> QueryBatch:
+        entity, relation = pairs.unbind(1)
+        if self.index is None:
+            empty = torch.empty(0, dtype=torch.long)
+            return QueryBatch(entity, relation, self.side, self.k, (empty, empty))
+        known = self.index.true_tails(entity, relation) if self.side == "tail" else self.index.true_heads(relation, entity)
+        return QueryBatch(entity, relation, self.side, self.k, known)

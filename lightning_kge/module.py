@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import lightning as L
 import torch
 from torch import Tensor, nn
 
-from lightning_kge.batches import EvaluationBatch, NegativeBatch
+from lightning_kge import prediction
+from lightning_kge.batches import EvaluationBatch, NegativeBatch, QueryBatch
+from lightning_kge.data.index import TripleIndex
 from lightning_kge.data.info import GraphInfo
 from lightning_kge.data.statistics import CATEGORIES
 from lightning_kge.errors import require
@@ -53,6 +55,9 @@ class KGEModule(L.LightningModule):
             or ``pessimistic``.
         eval_chunk_size: candidate entities scored at once during evaluation (bounds memory).
         hits_at: the ``k`` of Hits@k.
+        raw: also log raw (unfiltered) metrics, ``{stage}/raw/mrr``, ``{stage}/raw/head/mrr``, …,
+            where the other true answers count as rivals (the protocol before Bordes et al. 2013's
+            filtered setting); the filtered metrics are logged as always.
     """
 
     def __init__(
@@ -66,6 +71,7 @@ class KGEModule(L.LightningModule):
         ties: Ties = "realistic",
         eval_chunk_size: int = 4096,
         hits_at: tuple[int, ...] = (1, 3, 10),
+        raw: bool = False,
     ) -> None:
         super().__init__()
         require(isinstance(regularization, (int, float)) and regularization >= 0, "regularization", regularization,
@@ -73,6 +79,7 @@ class KGEModule(L.LightningModule):
         require(ties in TIES, "ties", ties, " or ".join(TIES))
         require(isinstance(eval_chunk_size, int) and eval_chunk_size >= 1, "eval_chunk_size", eval_chunk_size,
                 "an integer ≥ 1")
+        require(isinstance(raw, bool), "raw", raw, "true or false")
         require(len(hits_at) > 0 and all(isinstance(k, int) and k >= 1 for k in hits_at), "hits_at", hits_at,
                 "a list of integers ≥ 1")
         self.model: KGEModel = from_spec(model)
@@ -90,6 +97,7 @@ class KGEModule(L.LightningModule):
         self.regularization = regularization
         self.ties = ties
         self.eval_chunk_size = eval_chunk_size
+        self.raw = raw
         # Kept in checkpoints; the labels are too long for loggers (see on_fit_start).
         self.save_hyperparameters(ignore=["model", "selection", "graph", "optimizer", "lr_scheduler"], logger=False)
         self.hparams.update(
@@ -102,6 +110,10 @@ class KGEModule(L.LightningModule):
         self.metrics = nn.ModuleDict(
             {stage: RankingMetrics(self.model.num_relations, tuple(hits_at)) for stage in STAGES}
         )
+        self.raw_metrics = nn.ModuleDict(
+            {stage: RankingMetrics(self.model.num_relations, tuple(hits_at)) for stage in STAGES}
+        )
+        """Unfiltered ranks of each stage, updated and logged when :attr:`raw` is set."""
         self.rankings: dict[str, RankingSummary] = {}
         """The last evaluation summary of each stage (``"val"``, ``"test"``)."""
 
@@ -141,6 +153,54 @@ class KGEModule(L.LightningModule):
         chunks = [self.model.score_candidates(query, c) for c in ids.split(self.eval_chunk_size)]
         return torch.cat(chunks, dim=1)
 
+    # --- prediction ---------------------------------------------------------------------------------
+    @torch.no_grad()
+    def predict_tails(
+        self, head: str | int, relation: str | int, k: int = 10, exclude: TripleIndex | None = None
+    ) -> list[prediction.Candidate]:
+        """The best ``k`` tails of ``(head, relation, ?)``, best first.
+
+        Args:
+            head, relation: labels (as in the training files) or ids.
+            k: how many answers.
+            exclude: known triples to leave out, e.g. ``datamodule.train_index`` (training
+                triples) or ``datamodule.filter_index`` (every split); ``None`` keeps all.
+
+        Returns:
+            the answers as :class:`~lightning_kge.prediction.Candidate` (label, id, score), best first.
+        """
+        return self._predict_one("tail", head, relation, k, exclude)
+
+    @torch.no_grad()
+    def predict_heads(
+        self, relation: str | int, tail: str | int, k: int = 10, exclude: TripleIndex | None = None
+    ) -> list[prediction.Candidate]:
+        """The best ``k`` heads of ``(?, relation, tail)``, best first; as :meth:`predict_tails`."""
+        return self._predict_one("head", tail, relation, k, exclude)
+
+    def _predict_one(
+        self, side: str, entity: str | int, relation: str | int, k: int, exclude: TripleIndex | None
+    ) -> list[prediction.Candidate]:
+        counts = (self.model.num_entities, self.model.num_relations)
+        e = prediction.entity_id(self.graph, entity, counts[0], "argument " + ("head" if side == "tail" else "tail"))
+        r = prediction.relation_id(self.graph, relation, counts[1], "argument relation")
+        e_t, r_t = torch.tensor([e], device=self.device), torch.tensor([r], device=self.device)
+        batch = QueryBatch(e_t, r_t, side, k, prediction.known_answers(exclude, e_t, r_t, side))
+        return prediction.candidates(self.predict_step(batch, 0), self.graph)
+
+    @torch.no_grad()
+    def score_triples(self, triples: Sequence[Sequence[str | int]]) -> Tensor:
+        """``(n,)`` scores of ``(head, relation, tail)`` triples given by labels or ids."""
+        counts = (self.model.num_entities, self.model.num_relations)
+        ids = prediction.triple_ids(self.graph, triples, counts, [f"triple {i}" for i in range(len(triples))])
+        h, r, t = ids.to(self.device).unbind(1)
+        return self.model.score_hrt(h, r, t)
+
+    def predict_step(self, batch: QueryBatch, batch_idx: int) -> prediction.Answers:
+        """The best ``batch.k`` answers of each query (``Trainer.predict`` with
+        ``KGEDataModule.predict_on``), scored ``eval_chunk_size`` entities at a time."""
+        return prediction.answer(self.model, batch, self.eval_chunk_size)
+
     # --- training -----------------------------------------------------------------------------------
     def compute_loss(self, positive: Tensor, negative: Tensor, batch: NegativeBatch) -> Tensor:
         """The loss of one batch from positive ``(B,)`` and negative ``(B, k)`` scores."""
@@ -175,6 +235,8 @@ class KGEModule(L.LightningModule):
             scores = self.score_all_candidates(triples, side)
             ranks = filtered_ranks(scores, target, rows, cols, self.ties)
             self.metrics[stage].update(ranks, triples[:, 1], side)
+            if self.raw:
+                self.raw_metrics[stage].update(filtered_ranks(scores, target, ties=self.ties), triples[:, 1], side)
 
     def validation_step(self, batch: EvaluationBatch, batch_idx: int) -> None:
         self.rank_batch(batch, "val")
@@ -204,3 +266,9 @@ class KGEModule(L.LightningModule):
         # averages equal copies (and tells Lightning they are global).
         self.log_dict({f"{stage}/{k}": v.float() for k, v in summary.values.items()}, sync_dist=True)
         metric.reset()
+        if self.raw:
+            raw: RankingMetrics = self.raw_metrics[stage]
+            with raw.sync_context():
+                values = raw.summary()
+            self.log_dict({f"{stage}/raw/{k}": v.float() for k, v in values.items()}, sync_dist=True)
+            raw.reset()

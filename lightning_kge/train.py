@@ -18,9 +18,13 @@ from hydra.utils import instantiate
 from lightning.pytorch.strategies.launchers.subprocess_script import _SubprocessScriptLauncher
 from omegaconf import DictConfig
 
+from hydra_plugins.lightning_kge_optuna import optuna_sweeper
 from lightning_kge.datamodule import KGEDataModule
 from lightning_kge.errors import ArgumentError, UserError, reports_user_errors
+from lightning_kge.extras import require_logger_packages
 from lightning_kge.module import KGEModule
+
+optuna_sweeper.register()  # hydra/sweeper=lightning_kge_optuna, also after an editable install
 
 
 def config_dir() -> Path:
@@ -76,6 +80,7 @@ def build(cfg: DictConfig) -> tuple[KGEModule, KGEDataModule]:
 
 def build_trainer(cfg: DictConfig) -> L.Trainer:
     """The Trainer of ``cfg.trainer`` with the logger of ``cfg.logger`` and the named ``cfg.callbacks``."""
+    require_logger_packages(cfg.get("logger"))  # a missing optional package names its extra
     logger = instantiate_node(cfg.logger, "logger") if cfg.get("logger") else False
     callbacks = [instantiate_node(node, f"callbacks.{name}") for name, node in (cfg.get("callbacks") or {}).items()
                  if node is not None]
@@ -83,7 +88,7 @@ def build_trainer(cfg: DictConfig) -> L.Trainer:
 
 
 def train(cfg: DictConfig) -> dict[str, float]:
-    """Train, then test; returns the test metrics.
+    """Train, then test; returns the metrics of the last validation (``val/…``) and the test metrics.
 
     The trainer's :class:`~lightning_kge.callbacks.report.TestReport` callback prints the table and
     writes ``metrics.json`` to ``cfg.output_dir`` on global rank zero.
@@ -93,7 +98,26 @@ def train(cfg: DictConfig) -> dict[str, float]:
     refuse_relaunch_in_multirun(trainer)
     module, datamodule = build(cfg)
     trainer.fit(module, datamodule=datamodule)
-    return test(trainer, module, datamodule)
+    validated = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("val/")}
+    return {**validated, **test(trainer, module, datamodule)}
+
+
+def objective(metrics: dict[str, float], name: str | None) -> Any:
+    """What :func:`main` returns: the metric ``name`` (a sweeper optimises it), or all metrics.
+
+    Example:
+        >>> objective({"val/mrr": 0.5, "test/mrr": 0.4}, "val/mrr")
+        0.5
+    """
+    if name is None:
+        return metrics
+    if name not in metrics:
+        raise UserError(
+            f"the run logged no {name} (it logged {', '.join(sorted(metrics)) or 'nothing'})",
+            "config key optimized_metric",
+            "name a logged metric, e.g. val/mrr, and validate at the end of training (trainer.val_check_interval)",
+        )
+    return metrics[name]
 
 
 def test(trainer: L.Trainer, module: KGEModule, datamodule: KGEDataModule) -> dict[str, float]:
@@ -122,8 +146,8 @@ def refuse_relaunch_in_multirun(trainer: L.Trainer) -> None:
 @hydra.main(version_base="1.3", config_path=str(config_dir()), config_name="config")
 @reports_user_errors
 def main(cfg: DictConfig) -> Any:
-    """Command-line entry point (Hydra)."""
-    return train(cfg)
+    """Command-line entry point (Hydra): the metrics, or the one named by ``optimized_metric``."""
+    return objective(train(cfg), cfg.get("optimized_metric"))
 
 
 if __name__ == "__main__":

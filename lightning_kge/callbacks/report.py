@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import lightning as L
+from lightning.pytorch.trainer.states import TrainerFn
 from torch import Tensor
 
 from lightning_kge.data.info import GraphInfo
@@ -17,6 +18,9 @@ HEADLINE = ("mrr", "mr", "hits@1", "hits@3", "hits@10")
 
 class TestReport(L.Callback):
     """At the end of testing, on global rank zero only: print and write the test metrics.
+
+    A validation run on its own (``Trainer.validate``, as ``evaluate split=valid`` does) is
+    reported the same way with its ``val/…`` metrics; validations during training are not.
 
     Writes ``metrics.json`` (every ``test/…`` value logged, e.g. ``test/mrr``, ``test/hits@10``,
     ``test/head/mrr``, ``test/1-to-N/mrr``, ``test/auc_pr``) and, with ``per_relation``,
@@ -36,18 +40,26 @@ class TestReport(L.Callback):
         self.per_relation = per_relation
 
     def on_test_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self.report(trainer, pl_module, "test")
+
+    def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if trainer.state.fn == TrainerFn.VALIDATING:
+            self.report(trainer, pl_module, "val")
+
+    def report(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        """Print the table of ``stage``'s metrics and write ``metrics.json`` (and ``per_relation.tsv``)."""
         if not trainer.is_global_zero:
             return
-        metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("test/")}
+        metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith(f"{stage}/")}
         folder = Path(self.output_dir)
         folder.mkdir(parents=True, exist_ok=True)
         (folder / "metrics.json").write_text(json.dumps(metrics, indent=2, sort_keys=True) + "\n")
         if not isinstance(pl_module, KGEModule):
             raise TypeError(f"TestReport needs a KGEModule, got {type(pl_module).__name__}")
-        summary = pl_module.rankings.get("test")
+        summary = pl_module.rankings.get(stage)
         if self.per_relation and summary is not None and pl_module.graph is not None:
             (folder / "per_relation.tsv").write_text(per_relation_table(summary.per_relation, pl_module.graph))
-        print(format_table(metrics, "test"))
+        print(format_table(metrics, stage))
         print(f"metrics written to {folder / 'metrics.json'}")
 
 
@@ -71,6 +83,8 @@ def per_relation_table(values: dict[str, Tensor], graph: GraphInfo) -> str:
 def format_table(metrics: dict[str, float], stage: str) -> str:
     """A Markdown table of the headline metrics: both sides, head and tail prediction.
 
+    Raw (unfiltered) metrics, where logged, get rows of their own (``raw both``, …).
+
     Example:
         >>> print(format_table({"test/mrr": 0.5, "test/mr": 3.0}, "test"))
         | side | mrr | mr | hits@1 | hits@3 | hits@10 |
@@ -80,7 +94,10 @@ def format_table(metrics: dict[str, float], stage: str) -> str:
         | tail | - | - | - | - | - |
     """
     rows = ["| side | " + " | ".join(HEADLINE) + " |", "|---" * (len(HEADLINE) + 1) + "|"]
-    for side, prefix in (("both", f"{stage}/"), ("head", f"{stage}/head/"), ("tail", f"{stage}/tail/")):
+    sides = [("both", f"{stage}/"), ("head", f"{stage}/head/"), ("tail", f"{stage}/tail/")]
+    if f"{stage}/raw/mrr" in metrics:
+        sides += [(f"raw {side}", prefix.replace(f"{stage}/", f"{stage}/raw/", 1)) for side, prefix in sides]
+    for side, prefix in sides:
         cells = [_format(metrics.get(prefix + name), name) for name in HEADLINE]
         rows.append(f"| {side} | " + " | ".join(cells) + " |")
     if f"{stage}/auc_pr" in metrics:
