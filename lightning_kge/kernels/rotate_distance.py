@@ -82,7 +82,8 @@ def _check(query: Tensor, table: Tensor, index: Tensor | None, backend: str) -> 
         raise ValueError(f"rotate_distance: query (B, 2d) and table (E, 2d) must share an even width 2d, got "
                          f"shapes {tuple(query.shape)} and {tuple(table.shape)}")
     if not (query.is_floating_point() and table.is_floating_point()):
-        raise ValueError(f"rotate_distance: query and table must be floating point, got {query.dtype} and {table.dtype}")
+        raise ValueError(
+            f"rotate_distance: query and table must be floating point, got {query.dtype} and {table.dtype}")
     if query.device != table.device:
         raise ValueError(f"rotate_distance: query and table must share a device, got {query.device} and {table.device}")
     if index is None:

@@ -144,7 +144,8 @@ void backward_kernel(const T* q, const T* t, const T* grad, const Groups& g, boo
       for (int64_t j = g.start[e]; j < g.start[e + 1]; ++j) {
         const int64_t p = g.entry[j];
         if (shared) {
-          for (int64_t b = 0; b < rows; ++b) gradient(q + b * w, row, grad[b * cols + p], gq + b * qstride, acc.data(), h);
+          for (int64_t b = 0; b < rows; ++b)
+            gradient(q + b * w, row, grad[b * cols + p], gq + b * qstride, acc.data(), h);
         } else {
           const int64_t b = p / cols;
           gradient(q + b * w, row, grad[p], gq + b * qstride, acc.data(), h);
