@@ -126,8 +126,11 @@ def main() -> None:
                         choices=["per-query", "shared", "all entities"])
     parser.add_argument("--repeats", type=int, default=3, help="timed calls per variant (the best is kept)")
     parser.add_argument("--quick", action="store_true", help="tiny shapes, one repeat: checks that it runs")
+    parser.add_argument("--threads", type=int, help="torch threads (default: torch's, one per core)")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
     if args.device == "cuda" and not torch.cuda.is_available():
         sys.exit("kernel_speed: --device cuda needs a CUDA device; none is present")
     sizes = QUICK if args.quick else PAPER
