@@ -127,7 +127,7 @@ def main() -> None:
     if args.quick:
         data.graph.triples["test"] = data.triples["test"][:200]
     queries = len(data.triples["test"])
-    model = RotatE(num_entities, data.num_relations, dim=args.dim, gamma=6.0, compile=True)
+    model = RotatE(num_entities, data.num_relations, dim=args.dim, gamma=6.0)
     module = KGEModule(model, eval_chunk_size=args.eval_chunk_size)
     module.eval()
 

@@ -145,7 +145,7 @@ def run_ours(setting: Setting, data: KGEDataModule, shared: bool, warmup: int, s
     torch.manual_seed(0)
     sampler = SelfAdversarialSampler(setting.negatives, temperature=setting.alpha, shared=shared)
     data.corruption = sampler.corruption()
-    model = RotatE(data.num_entities, data.num_relations, setting.dim, setting.gamma, compile=True)
+    model = RotatE(data.num_entities, data.num_relations, setting.dim, setting.gamma)
     module = KGEModule(model, sampler.selection(), optimizer=project_adam(setting.lr))
     optimizer = module.configure_optimizers()
     batches = iter(data.train_dataloader())

@@ -236,8 +236,9 @@ class KGEDataModule(L.LightningDataModule):
         device = positives.device
         if self._generator is None or self._generator.device != device:
             self._generator = torch.Generator(device=device)
-        if self.train_index.device != device:
+        if self.train_index.device != device:  # once: the index and statistics live on the device
             self.train_index.to(device)
+            self.head_probability = self.head_probability.to(device)
         rank = self.trainer.global_rank if self.trainer is not None else 0
         step = self.train_batches_done
         self._generator.manual_seed(mix_seed(torch.initial_seed(), rank, step))

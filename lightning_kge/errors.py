@@ -57,7 +57,7 @@ class UserError(Exception):
         self.what, self.where, self.fix = what, where, fix
         super().__init__(f"{what} ({where}): {fix}")
 
-    def line(self) -> str:
+    def report(self) -> str:
         """The one line an entry point prints: ``error: <what> (<where>): <how to fix>``."""
         return f"error: {self}"
 
@@ -126,7 +126,7 @@ def reports_user_errors(function: F) -> F:
         except UserError as error:
             if os.environ.get("HYDRA_FULL_ERROR", "0") not in ("", "0"):
                 raise
-            print(error.line(), file=sys.stderr, flush=True)
+            print(error.report(), file=sys.stderr, flush=True)
             raise SystemExit(EXIT_STATUS) from None
 
     return wrapper  # type: ignore[return-value]

@@ -214,7 +214,8 @@ class KGEModule(L.LightningModule):
         batch = self.selection.select(batch, self.score_negatives)
         h, r, t = batch.positives.unbind(1)
         loss = self.compute_loss(self.model.score_hrt(h, r, t), self.score_negatives(batch), batch)
-        self.log("train/loss", loss, prog_bar=True, batch_size=len(h))
+        # Not on the progress bar: showing it would read the value back from the device every step.
+        self.log("train/loss", loss, batch_size=len(h))
         return loss
 
     def configure_optimizers(self) -> Any:

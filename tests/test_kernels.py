@@ -1,7 +1,14 @@
-"""rotate_distance: gradients, agreement with the plain formula, chunking, dtypes, bad inputs.
+"""rotate_distance: the custom op, its backends against the plain formula, dtypes, bad inputs.
 
 The reference is the plain broadcast implementation (a gathered ``(B, C, 2d)`` difference and
-``torch.norm`` of the real and imaginary parts), which autograd differentiates on its own.
+``torch.norm`` of the real and imaginary parts), which autograd differentiates on its own, and a
+loop over Python complex numbers.
+
+The oracle tests run for every backend on every device where it can run: ``reference`` and
+``native`` on CPU; ``triton`` on CPU tensors under Triton's interpreter, in a child pytest that
+``test_triton_kernels_pass_the_oracle_tests_under_the_interpreter`` starts (Triton reads
+``TRITON_INTERPRET`` when it is imported); ``reference`` and ``triton`` on CUDA tensors, marked
+``cuda`` and skipped where no CUDA device is present.
 """
 
 from __future__ import annotations
@@ -14,18 +21,56 @@ import pytest
 import torch
 from torch.autograd import gradcheck
 
-from lightning_kge.kernels import rotate_chunks, rotate_native
-from lightning_kge.kernels.gradient_buffer import gradient_buffer
-from lightning_kge.kernels.rotate_distance import rotate_distance
+from lightning_kge.errors import ArgumentError
+from lightning_kge.kernels import backends, rotate_native, rotate_reference, rotate_triton
+from lightning_kge.kernels.rotate_distance import BackendUnavailableError, rotate_distance
 
 B, E, D = 5, 9, 3
 MODES = ["per_query", "shared", "all"]
-VARIANTS = {
-    "eager": {"backend": "torch", "compiled": False},
-    "compiled": {"backend": "torch", "compiled": True},
-    "native": {"backend": "native"},
-}
-"""The CPU backends, as ``rotate_distance`` keyword arguments."""
+HAS_CUDA = torch.cuda.is_available()
+INTERPRETED = rotate_triton.interpreting()
+CUDA = [pytest.mark.cuda, pytest.mark.skipif(not HAS_CUDA, reason="needs a CUDA device; none is present here")]
+
+CASES = [
+    pytest.param(("reference", "cpu"), id="reference_cpu"),
+    pytest.param(("native", "cpu"), id="native_cpu"),
+    pytest.param(("triton", "cpu"), id="triton_interpreted"),
+    pytest.param(("reference", "cuda"), id="reference_cuda", marks=CUDA),
+    pytest.param(("triton", "cuda"), id="triton_cuda", marks=CUDA),
+]
+"""(backend, device) pairs of the oracle tests."""
+
+
+def _skip_unless_runnable(backend: str, device: str) -> None:
+    """Skip (saying why) where ``backend`` cannot run for ``device`` tensors here."""
+    if backend == "native" and rotate_native.unavailable() is not None:
+        pytest.skip(f"the native kernels did not build: {rotate_native.unavailable()}")
+    if backend == "triton":
+        if rotate_triton.unavailable() is not None:
+            pytest.skip(f"triton does not import: {rotate_triton.unavailable()}")
+        if device == "cpu" and HAS_CUDA and not INTERPRETED:
+            pytest.skip("CUDA is present: the triton_cuda cases run the kernels on the GPU instead")
+        if device == "cpu" and not INTERPRETED:
+            pytest.skip("run under TRITON_INTERPRET=1 by "
+                        "test_triton_kernels_pass_the_oracle_tests_under_the_interpreter")
+
+
+@pytest.fixture(params=CASES)
+def case(request) -> tuple[str, str]:
+    """A (backend, device) pair that can run here."""
+    _skip_unless_runnable(*request.param)
+    return request.param
+
+
+UNCHECKED = {("triton", "cpu"), ("reference", "cuda"), ("triton", "cuda")}
+"""Cases whose ids are not range-checked (no host sync): out-of-range ids give NaN."""
+
+
+@pytest.fixture(params=[c for c in CASES if c.values[0] in UNCHECKED])
+def unchecked_case(request) -> tuple[str, str]:
+    """A (backend, device) pair whose ids are not range-checked (no host sync), that can run here."""
+    _skip_unless_runnable(*request.param)
+    return request.param
 
 
 def plain_distance(query: torch.Tensor, table: torch.Tensor, index: torch.Tensor | None) -> torch.Tensor:
@@ -51,22 +96,23 @@ def loop_distance(query: torch.Tensor, table: torch.Tensor, index: torch.Tensor)
     return out
 
 
-def inputs(dtype: torch.dtype = torch.float64, seed: int = 0, b: int = B, e: int = E, d: int = D):
+def inputs(dtype: torch.dtype = torch.float64, seed: int = 0, b: int = B, e: int = E, d: int = D,
+           device: str = "cpu") -> tuple[torch.Tensor, torch.Tensor]:
     g = torch.Generator().manual_seed(seed)
-    query = torch.randn(b, 2 * d, generator=g, dtype=dtype).requires_grad_()
-    table = torch.randn(e, 2 * d, generator=g, dtype=dtype).requires_grad_()
+    query = torch.randn(b, 2 * d, generator=g, dtype=dtype).to(device).requires_grad_()
+    table = torch.randn(e, 2 * d, generator=g, dtype=dtype).to(device).requires_grad_()
     return query, table
 
 
-def index_for(mode: str, b: int = B, e: int = E, c: int = 7, seed: int = 1) -> torch.Tensor | None:
+def index_for(mode: str, b: int = B, e: int = E, c: int = 7, seed: int = 1, device: str = "cpu") -> torch.Tensor | None:
     g = torch.Generator().manual_seed(seed)
     if mode == "per_query":
         index = torch.randint(e, (b, c), generator=g)
         index[0, :3] = 2  # an entity repeated in one row and across rows
         index[1, 0] = 2
-        return index
+        return index.to(device)
     if mode == "shared":
-        return torch.tensor([4, 0, 4, 8, 1, 4, 3])[:c]  # repeated ids
+        return torch.tensor([4, 0, 4, 8, 1, 4, 3])[:c].to(device)  # repeated ids
     return None
 
 
@@ -75,108 +121,197 @@ def both_gradients(fn, query, table, index, upstream):
     return (out, *torch.autograd.grad(out, (query, table), upstream))
 
 
-# --- gradients -------------------------------------------------------------------------------------
+def on_cpu(tensors, dtype=torch.float64):
+    return [t.detach().to("cpu", dtype) for t in tensors]
+
+
+# --- the oracle tests, per backend and device ----------------------------------------------------
 
 
 @pytest.mark.parametrize("mode", MODES)
-def test_eager_gradients_pass_gradcheck_in_float64(mode: str) -> None:
-    query, table = inputs()
-    index = index_for(mode)
-    assert gradcheck(lambda q, t: rotate_distance(q, t, index, compiled=False, chunk_size=4), (query, table))
+def test_forward_and_gradients_match_the_plain_implementation(case, mode: str) -> None:
+    # d = 37 and C = 7 are not multiples of any tile: masked tails are exercised.
+    backend, device = case
+    query, table = inputs(torch.float32, b=19, e=23, d=37, device=device)
+    index = index_for(mode, b=19, e=23, device=device)
+    upstream = torch.randn(19, 23 if index is None else 7, generator=torch.Generator().manual_seed(3)).to(device)
+    ours = both_gradients(lambda q, t, i: rotate_distance(q, t, i, backend=backend), query, table, index, upstream)
+    cpu = [x.detach().double().cpu().requires_grad_() for x in (query, table)]
+    plain = both_gradients(plain_distance, *cpu, None if index is None else index.cpu(), upstream.double().cpu())
+    assert [x.dtype for x in ours] == [torch.float32] * 3
+    for got, expected in zip(on_cpu(ours), plain):
+        torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-4)
 
 
 @pytest.mark.parametrize("mode", MODES)
-def test_compiled_gradients_pass_gradcheck_in_float64(mode: str) -> None:
-    query, table = inputs()
-    index = index_for(mode)
-    assert gradcheck(lambda q, t: rotate_distance(q, t, index, backend="torch", compiled=True, chunk_size=4),
-                     (query, table))
-    assert not rotate_chunks.compile_failed(), "torch.compile fell back to eager"
+def test_gradients_pass_gradcheck_in_float64(case, mode: str) -> None:
+    backend, device = case
+    query, table = inputs(device=device)
+    index = index_for(mode, device=device)
+    # The interpreter runs each kernel launch in Python: check one random projection (fast mode).
+    fast = backend == "triton" and device == "cpu"
+    assert gradcheck(lambda q, t: rotate_distance(q, t, index, backend=backend), (query, table), fast_mode=fast)
 
 
-# --- agreement with the plain implementation --------------------------------------------------------
-
-
-@pytest.mark.parametrize("variant", VARIANTS)
-@pytest.mark.parametrize("mode", MODES)
-def test_float32_forward_and_gradients_match_the_plain_implementation(mode: str, variant: str) -> None:
-    query, table = inputs(torch.float32, b=6, e=11, d=10)
-    index = index_for(mode, b=6, e=11)
-    upstream = torch.randn(6, 11 if index is None else index.shape[-1], generator=torch.Generator().manual_seed(3))
-    ours = both_gradients(lambda q, t, i: rotate_distance(q, t, i, **VARIANTS[variant]), query, table, index, upstream)
-    plain = both_gradients(plain_distance, query, table, index, upstream)
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_half_precision_inputs_are_computed_in_float32(case, dtype: torch.dtype) -> None:
+    backend, device = case
+    query, table = inputs(torch.float32, d=8, device=device)
+    index = index_for("per_query", device=device)
+    half_query, half_table = query.detach().to(dtype).requires_grad_(), table.detach().to(dtype).requires_grad_()
+    upstream = torch.randn(B, 7, generator=torch.Generator().manual_seed(3)).to(device)
+    ours = both_gradients(lambda q, t, i: rotate_distance(q, t, i, backend=backend), half_query, half_table, index,
+                          upstream.to(dtype))
+    assert [x.dtype for x in ours] == [dtype] * 3
+    # Expected: the float32 maths on the rounded inputs, rounded to ``dtype`` at the end.
+    exact = [x.detach().to(dtype).double().cpu().requires_grad_() for x in (query, table)]
+    plain = both_gradients(plain_distance, *exact, index.cpu(), upstream.to(dtype).double().cpu())
     for got, expected in zip(ours, plain):
-        torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(got.cpu(), expected.to(dtype))
 
 
-def test_distances_equal_a_loop_over_pairs_of_complex_numbers() -> None:
-    query, table = inputs()
-    index = index_for("per_query")
-    torch.testing.assert_close(rotate_distance(query, table, index), loop_distance(query.detach(), table.detach(), index))
-
-
-@pytest.mark.parametrize("variant", VARIANTS)
-def test_gradient_at_a_zero_complex_difference_is_the_zero_subgradient(variant: str) -> None:
+def test_gradient_at_a_zero_complex_difference_is_the_zero_subgradient(case) -> None:
+    backend, device = case
     query, table = inputs(torch.float32, d=4)
     with torch.no_grad():
         table[2] = query[0]  # q_0 = t_2 in every coordinate: |z| = 0
         table[5, [0, 4]] = query[1, [0, 4]]  # one coordinate only
     index = torch.tensor([[2, 5, 1], [5, 2, 2], [0, 1, 2], [3, 4, 5], [2, 2, 2]])
-    upstream = torch.ones(B, 3)
-    ours = both_gradients(lambda q, t, i: rotate_distance(q, t, i, **VARIANTS[variant]), query, table, index, upstream)
-    plain = both_gradients(plain_distance, query, table, index, upstream)
+    plain = both_gradients(plain_distance, query, table, index, torch.ones(B, 3))
+    query, table = (x.detach().to(device).requires_grad_() for x in (query, table))
+    ours = on_cpu(both_gradients(lambda q, t, i: rotate_distance(q, t, i, backend=backend), query, table,
+                                 index.to(device), torch.ones(B, 3, device=device)), torch.float32)
     assert ours[0][0, 0] == 0
     for got, expected in zip(ours, plain):
         assert torch.isfinite(got).all()
         torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5)
 
 
-@pytest.mark.parametrize("variant", VARIANTS)
 @pytest.mark.parametrize("mode", ["per_query", "shared"])
-def test_table_rows_that_no_pair_uses_get_zero_gradient(mode: str, variant: str) -> None:
-    query, table = inputs()
-    index = torch.tensor([[1, 3], [3, 3], [1, 1], [0, 3], [1, 0]]) if mode == "per_query" else torch.tensor([3, 1, 0, 1])
-    rotate_distance(query, table, index, **VARIANTS[variant]).sum().backward()
-    assert (table.grad[[2, 4, 5, 6, 7, 8]] == 0).all()
-    assert (table.grad[[0, 1, 3]].abs().sum(1) > 0).all()
+def test_table_rows_that_no_pair_uses_get_zero_gradient(case, mode: str) -> None:
+    backend, device = case
+    query, table = inputs(device=device)
+    ids = [[1, 3], [3, 3], [1, 1], [0, 3], [1, 0]] if mode == "per_query" else [3, 1, 0, 1]
+    rotate_distance(query, table, torch.tensor(ids, device=device), backend=backend).sum().backward()
+    grad = table.grad.cpu()
+    assert (grad[[2, 4, 5, 6, 7, 8]] == 0).all()
+    assert (grad[[0, 1, 3]].abs().sum(1) > 0).all()
 
 
-# --- chunking ---------------------------------------------------------------------------------------
+@pytest.mark.parametrize("shape", [(B, 0), (0, 4), (0,)])
+def test_calls_without_pairs_give_empty_distances_and_zero_gradients(case, shape: tuple[int, ...]) -> None:
+    backend, device = case
+    query, table = inputs(device=device)
+    if shape[0] == 0 and len(shape) == 2:
+        query = query[:0]
+    index = torch.zeros(shape, dtype=torch.long, device=device)
+    out = rotate_distance(query, table, index, backend=backend)
+    assert out.shape == (query.shape[0], shape[-1])
+    grad_q, grad_t = torch.autograd.grad(out.sum(), (query, table))
+    assert (grad_q == 0).all() and (grad_t == 0).all()
 
 
+def test_unchecked_ids_outside_the_table_give_nan_and_no_gradient(unchecked_case) -> None:
+    # The backend is called directly: rotate_distance range-checks CPU tensors before any backend.
+    backend, device = unchecked_case
+    module = {"reference": rotate_reference, "triton": rotate_triton}[backend]
+    query, table = inputs(device=device)
+    index = torch.tensor([[0, E, 1], [-1, 2, 2], [1, 1, 1], [3, 4, 5], [E + 7, 0, 0]], device=device)
+    good = index.clamp(0, E - 1)
+    out = module.forward(query.detach(), table.detach(), index)
+    bad = (index < 0) | (index >= E)
+    assert out[bad].isnan().all()
+    torch.testing.assert_close(out[~bad], plain_distance(query, table, good)[~bad].detach())
+    grad = torch.ones(B, 3, dtype=query.dtype, device=device)
+    grad_q, grad_t = module.backward(grad, query.detach(), table.detach(), index, True, True)
+    expected = torch.autograd.grad(plain_distance(query, table, good), (query, table), grad.masked_fill(bad, 0))
+    torch.testing.assert_close(grad_q, expected[0])
+    torch.testing.assert_close(grad_t, expected[1])
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not HAS_CUDA, reason="needs a CUDA device; none is present here")
+@pytest.mark.parametrize("backend", ["auto", "reference", "triton"])
+def test_cuda_forward_and_backward_never_synchronise_with_the_host(backend: str) -> None:
+    if backend == "triton" and rotate_triton.unavailable() is not None:
+        pytest.skip(f"triton does not import: {rotate_triton.unavailable()}")
+    query, table = inputs(torch.float32, b=64, e=100, d=16, device="cuda")
+    index = torch.randint(100, (64, 32), device="cuda")
+
+    def step() -> None:
+        rotate_distance(query, table, index, backend=backend).sum().backward()
+        rotate_distance(query, table, index[0], backend=backend).sum().backward()
+
+    step()  # autotuning times the kernels (it synchronises) on the first call of each size
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        step()
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+
+
+# --- the op --------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("backend", ["reference", "native"])
 @pytest.mark.parametrize("mode", MODES)
-def test_chunk_size_does_not_change_results(mode: str) -> None:
-    query, table = inputs(b=7, e=13, d=5)
-    index = index_for(mode, b=7, e=13, c=7)
-    upstream = torch.randn(7, 13 if index is None else 7, dtype=torch.float64)
-    whole = both_gradients(lambda q, t, i: rotate_distance(q, t, i, compiled=False), query, table, index, upstream)
-    for chunk_size in (1, 3, 10, 1000):
-        chunked = both_gradients(
-            lambda q, t, i: rotate_distance(q, t, i, compiled=False, chunk_size=chunk_size), query, table, index, upstream
-        )
-        for got, expected in zip(chunked, whole):
-            torch.testing.assert_close(got, expected, rtol=1e-12, atol=1e-12)
+def test_the_op_and_its_backward_pass_opcheck(backend: str, mode: str) -> None:
+    if backend == "native" and rotate_native.unavailable() is not None:
+        pytest.skip(f"the native kernels did not build: {rotate_native.unavailable()}")
+    query, table = inputs()
+    index = index_for(mode)
+    torch.library.opcheck(torch.ops.lightning_kge.rotate_distance.default, (query, table, index, backend))
+    grad = torch.randn(B, E if index is None else index.shape[-1], dtype=torch.float64)
+    for need_query, need_table in ((True, True), (True, False), (False, True)):
+        torch.library.opcheck(torch.ops.lightning_kge.rotate_distance_backward.default,
+                              (grad, query.detach(), table.detach(), index, backend, need_query, need_table))
 
 
-def test_compiled_shared_tiles_cover_shapes_that_are_not_tile_multiples() -> None:
-    # More rows than a tile and candidate counts off the tile grid; one row; one candidate.
-    query, table = inputs(torch.float32, b=70, e=50, d=6)
-    for rows, ids in ((70, torch.arange(50)), (1, torch.arange(50)), (70, torch.tensor([7])), (3, torch.tensor([1, 1, 2]))):
-        got = rotate_distance(query[:rows], table, ids, backend="torch", compiled=True)
-        torch.testing.assert_close(got, plain_distance(query[:rows], table, ids), rtol=1e-5, atol=1e-5)
+def test_a_compiled_training_step_traces_through_the_op_without_a_graph_break() -> None:
+    torch.manual_seed(0)
+    entity, relation = torch.nn.Embedding(20, 8), torch.nn.Embedding(4, 4)
+
+    def loss_of(h: torch.Tensor, r: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+        re, im = entity(h).chunk(2, dim=-1)
+        cos, sin = torch.cos(relation(r)), torch.sin(relation(r))
+        query = torch.cat([re * cos - im * sin, re * sin + im * cos], dim=-1)
+        return torch.nn.functional.logsigmoid(6.0 - rotate_distance(query, entity.weight, index)).mean()
+
+    h, r, index = torch.randint(20, (5,)), torch.randint(4, (5,)), torch.randint(20, (5, 7))
+    explanation = torch._dynamo.explain(loss_of)(h, r, index)
+    assert explanation.graph_break_count == 0 and explanation.graph_count == 1
+    assert "lightning_kge.rotate_distance" in str(explanation.graphs[0].graph)
+    torch._dynamo.reset()
+    compiled = torch.compile(loss_of, fullgraph=True, backend="aot_eager")  # AOTAutograd traces the backward op too
+    compiled(h, r, index).backward()
+    got = entity.weight.grad.clone(), relation.weight.grad.clone()
+    entity.weight.grad = relation.weight.grad = None
+    loss_of(h, r, index).backward()
+    torch.testing.assert_close(got, (entity.weight.grad, relation.weight.grad))
 
 
-# --- dtypes and autocast ------------------------------------------------------------------------------
-
-
-@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
-def test_half_precision_inputs_are_computed_in_float32(dtype: torch.dtype) -> None:
-    query, table = inputs(torch.float32, d=8)
+def test_distances_equal_a_loop_over_pairs_of_complex_numbers() -> None:
+    query, table = inputs()
     index = index_for("per_query")
-    half = rotate_distance(query.to(dtype), table.to(dtype), index, compiled=False)
-    assert half.dtype == dtype
-    expected = plain_distance(query.to(dtype).float(), table.to(dtype).float(), index)
-    torch.testing.assert_close(half, expected.to(dtype))
+    expected = loop_distance(query.detach(), table.detach(), index)
+    torch.testing.assert_close(rotate_distance(query, table, index), expected)
+
+
+def test_reference_chunking_does_not_change_results(monkeypatch) -> None:
+    query, table = inputs(b=7, e=13, d=5)
+    for mode in MODES:
+        index = index_for(mode, b=7, e=13, c=7)
+        upstream = torch.randn(7, 13 if index is None else 7, dtype=torch.float64)
+        whole = both_gradients(lambda q, t, i: rotate_distance(q, t, i, backend="reference"), query, table, index,
+                               upstream)
+        for pairs in (1, 3, 10):  # chunks of 1, 3 and 10 (query, candidate) pairs
+            monkeypatch.setattr(rotate_reference, "CHUNK_BYTES", pairs * 10 * 8)
+            chunked = both_gradients(lambda q, t, i: rotate_distance(q, t, i, backend="reference"), query, table,
+                                     index, upstream)
+            for got, expected in zip(chunked, whole):
+                torch.testing.assert_close(got, expected, rtol=1e-12, atol=1e-12)
+        monkeypatch.undo()
 
 
 def test_autocast_bfloat16_keeps_float32_distances_and_gradients() -> None:
@@ -184,7 +319,7 @@ def test_autocast_bfloat16_keeps_float32_distances_and_gradients() -> None:
     index = index_for("shared")
     upstream = torch.randn(B, 7)
     with torch.autocast("cpu", dtype=torch.bfloat16):
-        out = rotate_distance(query, table, index, compiled=False)
+        out = rotate_distance(query, table, index)
     assert out.dtype == torch.float32
     got = (out, *torch.autograd.grad(out, (query, table), upstream))
     for a, b in zip(got, both_gradients(plain_distance, query, table, index, upstream)):
@@ -195,82 +330,122 @@ def test_mixed_float_dtypes_are_promoted() -> None:
     query, table = inputs(torch.float64)
     out = rotate_distance(query.float(), table, index_for("shared"))
     assert out.dtype == torch.float64
+    grad_q, grad_t = torch.autograd.grad(out.sum(), (query, table))
+    assert grad_q.dtype == grad_t.dtype == torch.float64
+
+
+def test_second_derivatives_are_refused() -> None:
+    query, table = inputs()
+    (grad_q,) = torch.autograd.grad(rotate_distance(query, table).sum(), query, create_graph=True)
+    with pytest.raises(RuntimeError, match="no autograd formula"):
+        grad_q.sum().backward()
+
+
+# --- choosing a backend ------------------------------------------------------------------------------
+
+
+def test_auto_picks_native_on_cpu_where_it_builds_else_the_reference(monkeypatch) -> None:
+    cpu = torch.device("cpu")
+    expected = "native" if rotate_native.unavailable() is None else "reference"
+    assert backends.resolve("auto", cpu) == expected
+    monkeypatch.setattr(rotate_native, "unavailable", lambda: "no C++ compiler")
+    assert backends.resolve("auto", cpu) == "reference"
+    query, table = inputs()
+    torch.testing.assert_close(rotate_distance(query, table), plain_distance(query, table, None))
+
+
+def test_auto_picks_triton_for_cuda_tensors_where_triton_imports(monkeypatch) -> None:
+    cuda = torch.device("cuda")
+    assert backends.resolve("auto", cuda) == ("triton" if rotate_triton.unavailable() is None else "reference")
+    monkeypatch.setattr(rotate_triton, "unavailable", lambda: "ModuleNotFoundError: No module named 'triton'")
+    backends._warn_once.cache_clear()
+    with pytest.warns(RuntimeWarning, match="triton does not import"):
+        assert backends.resolve("auto", cuda) == "reference"
+
+
+@pytest.mark.parametrize(
+    ("backend", "device", "patch", "why"),
+    [
+        ("native", "cuda", None, "takes CPU tensors"),
+        ("native", "cpu", "native", "did not build .no C.. compiler"),
+        ("triton", "cpu", "triton", "triton does not import"),
+        ("triton", "meta", None, "takes CUDA tensors"),
+    ],
+)
+def test_an_unavailable_backend_asked_for_by_name_raises_saying_why(monkeypatch, backend, device, patch, why) -> None:
+    if patch == "native":
+        monkeypatch.setattr(rotate_native, "unavailable", lambda: "no C++ compiler")
+    if patch == "triton":
+        monkeypatch.setattr(rotate_triton, "unavailable", lambda: "ModuleNotFoundError: No module named 'triton'")
+    if backend == "triton" and patch is None and rotate_triton.unavailable() is not None:
+        pytest.skip("triton is not installed: the 'does not import' case covers it")
+    with pytest.raises(BackendUnavailableError, match=why) as error:
+        backends.resolve(backend, torch.device(device))
+    assert f"backend='{backend}'" in str(error.value)
+
+
+def test_triton_for_cpu_tensors_outside_the_interpreter_raises(monkeypatch) -> None:
+    monkeypatch.delenv("TRITON_INTERPRET", raising=False)
+    monkeypatch.setattr(rotate_triton, "unavailable", lambda: None)
+    query, table = inputs()
+    with pytest.raises(BackendUnavailableError, match="TRITON_INTERPRET=1"):
+        rotate_distance(query, table, backend="triton")
+
+
+def test_an_unknown_backend_name_raises_naming_the_choices() -> None:
+    query, table = inputs()
+    with pytest.raises(ArgumentError, match="backend='cuda'.*'auto', 'reference', 'native', 'triton'"):
+        rotate_distance(query, table, backend="cuda")
 
 
 # --- bad inputs ----------------------------------------------------------------------------------------
 
 
 @pytest.mark.parametrize(
-    ("query", "table", "index", "error"),
+    ("query", "table", "index", "error", "match"),
     [
-        (torch.zeros(2, 6), torch.zeros(4, 4), None, ValueError),  # widths differ
-        (torch.zeros(2, 5), torch.zeros(4, 5), None, ValueError),  # odd width
-        (torch.zeros(6), torch.zeros(4, 6), None, ValueError),  # query not 2-D
-        (torch.zeros(2, 6, dtype=torch.long), torch.zeros(4, 6, dtype=torch.long), None, ValueError),
-        (torch.zeros(2, 6), torch.zeros(4, 6), torch.zeros(3, 2, dtype=torch.long), ValueError),  # B mismatch
-        (torch.zeros(2, 6), torch.zeros(4, 6), torch.zeros(2, 2, 2, dtype=torch.long), ValueError),
-        (torch.zeros(2, 6), torch.zeros(4, 6), torch.zeros(2, 2), ValueError),  # float ids
-        (torch.zeros(2, 6), torch.zeros(4, 6), torch.ones(2, 2, dtype=torch.bool), ValueError),
-        (torch.zeros(2, 6), torch.zeros(4, 6), torch.tensor([0, 4]), IndexError),
-        (torch.zeros(2, 6), torch.zeros(4, 6), torch.tensor([[0], [-1]]), IndexError),
+        (torch.zeros(2, 6), torch.zeros(4, 4), None, ValueError, "share an even width"),
+        (torch.zeros(2, 5), torch.zeros(4, 5), None, ValueError, "even width"),
+        (torch.zeros(6), torch.zeros(4, 6), None, ValueError, "even width"),
+        (torch.zeros(2, 6, dtype=torch.long), torch.zeros(4, 6, dtype=torch.long), None, ValueError, "floating"),
+        (torch.zeros(2, 6), torch.zeros(4, 6), torch.zeros(3, 2, dtype=torch.long), ValueError, "B = 2"),
+        (torch.zeros(2, 6), torch.zeros(4, 6), torch.zeros(2, 2, 2, dtype=torch.long), ValueError, "B = 2"),
+        (torch.zeros(2, 6), torch.zeros(4, 6), torch.zeros(2, 2), ValueError, "integer ids"),
+        (torch.zeros(2, 6), torch.zeros(4, 6), torch.ones(2, 2, dtype=torch.bool), ValueError, "integer ids"),
+        (torch.zeros(2, 6), torch.zeros(4, 6, device="meta"), None, ValueError, "share a device"),
+        (torch.zeros(2, 6), torch.zeros(4, 6), torch.zeros(2, 2, dtype=torch.long, device="meta"), ValueError,
+         "device of query"),
     ],
 )
-def test_bad_inputs_raise(query, table, index, error) -> None:
-    with pytest.raises(error):
+def test_bad_inputs_raise(query, table, index, error, match) -> None:
+    with pytest.raises(error, match=match):
         rotate_distance(query, table, index)
 
 
-def test_bad_options_raise() -> None:
-    query, table = inputs()
-    with pytest.raises(ValueError, match="chunk_size"):
-        rotate_distance(query, table, chunk_size=0)
-    with pytest.raises(ValueError, match="backend"):
-        rotate_distance(query, table, backend="cuda")  # type: ignore[arg-type]
-
-
-def test_triton_backend_without_triton_raises_import_error() -> None:
-    try:
-        import triton  # noqa: F401
-    except ImportError:
-        query, table = inputs()
-        with pytest.raises(ImportError, match="gpu"):
-            rotate_distance(query, table, backend="triton")
-    else:
-        pytest.skip("triton is installed")
-
-
-def test_second_derivatives_are_refused() -> None:
-    query, table = inputs()
-    (grad_q,) = torch.autograd.grad(rotate_distance(query, table).sum(), query, create_graph=True)
-    with pytest.raises(RuntimeError):
-        grad_q.sum().backward()
+@pytest.mark.parametrize("backend", ["reference", "native"])
+@pytest.mark.parametrize("index", [torch.tensor([0, 4]), torch.tensor([[0], [-1]])])
+def test_ids_outside_the_table_raise_on_cpu(backend: str, index: torch.Tensor) -> None:
+    if backend == "native" and rotate_native.unavailable() is not None:
+        pytest.skip(f"the native kernels did not build: {rotate_native.unavailable()}")
+    with pytest.raises(IndexError, match=r"outside \[0, 4\)"):
+        rotate_distance(torch.zeros(2, 6), torch.zeros(4, 6), index, backend=backend)
 
 
 # --- the native CPU backend ---------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("mode", MODES)
-def test_native_gradients_pass_gradcheck_in_float64(mode: str) -> None:
-    query, table = inputs()
-    index = index_for(mode)
-    assert gradcheck(lambda q, t: rotate_distance(q, t, index, backend="native"), (query, table))
-
-
-def test_native_kernels_are_the_default_on_cpu_unless_compilation_is_off(monkeypatch) -> None:
-    from lightning_kge.kernels.rotate_distance import _backend
-
-    query, _ = inputs()
-    assert isinstance(_backend(query, E, 7, None, None, None), rotate_native.NativeBackend)
-    assert not isinstance(_backend(query, E, 7, None, False, None), rotate_native.NativeBackend)
-    monkeypatch.setenv("LIGHTNING_KGE_NO_COMPILE", "1")
-    assert not isinstance(_backend(query, E, 7, None, None, None), rotate_native.NativeBackend)
+@pytest.fixture
+def native() -> None:
+    if rotate_native.unavailable() is not None:
+        pytest.skip(f"the native kernels did not build: {rotate_native.unavailable()}")
 
 
 @pytest.mark.parametrize("mode", ["per_query", "shared"])
-def test_native_results_do_not_depend_on_the_thread_count(mode: str) -> None:
-    query, table = inputs(b=33, e=40, d=9)
-    index = index_for(mode, b=33, e=40)
-    upstream = torch.randn(33, 7, dtype=torch.float64)
+def test_native_results_do_not_depend_on_the_thread_count(native, mode: str) -> None:
+    query, table = inputs(b=33, e=400, d=40)  # large enough to be split among threads
+    g = torch.Generator().manual_seed(2)
+    index = torch.randint(400, (33, 300) if mode == "per_query" else (300,), generator=g)
+    upstream = torch.randn(33, 300, dtype=torch.float64, generator=g)
     before = torch.get_num_threads()
     try:
         results = []
@@ -284,15 +459,7 @@ def test_native_results_do_not_depend_on_the_thread_count(mode: str) -> None:
         torch.testing.assert_close(got, expected, rtol=1e-12, atol=1e-12)
 
 
-def test_native_kernels_accept_calls_without_pairs() -> None:
-    query, table = inputs()
-    out = rotate_distance(query, table, torch.zeros(B, 0, dtype=torch.long), backend="native")
-    assert out.shape == (B, 0)
-    grad_q, grad_t = torch.autograd.grad(out.sum(), (query, table), allow_unused=True)
-    assert (grad_q == 0).all() and (grad_t == 0).all()
-
-
-def test_native_table_gradients_accumulate_and_never_overwrite_a_held_gradient() -> None:
+def test_native_table_gradients_accumulate_and_never_overwrite_a_held_gradient(native) -> None:
     query, table = inputs()
     index = index_for("per_query")
     rotate_distance(query, table, index, backend="native").sum().backward()
@@ -300,119 +467,80 @@ def test_native_table_gradients_accumulate_and_never_overwrite_a_held_gradient()
     rotate_distance(query, table, index, backend="native").sum().backward()  # accumulates (no zero_grad)
     torch.testing.assert_close(table.grad, 2 * once)
     held = table.grad
-    table.grad = None  # what zero_grad(set_to_none=True) does, but a reference is still held
-    rotate_distance(query, table, index + 0, backend="native").pow(2).sum().backward()
-    torch.testing.assert_close(held, 2 * once)  # the held gradient was not reused as the new buffer
-    assert table.grad.data_ptr() != held.data_ptr()
-    # The same table twice in one graph: both gradients are summed, neither clobbers the other.
-    table.grad = None
-    out = rotate_distance(query, table, index, backend="native").sum() + rotate_distance(query, table, None,
-                                                                                        backend="native").sum()
-    out.backward()
+    table.grad = None  # what zero_grad(set_to_none=True) does, while a reference is still held
+    rotate_distance(query, table, index, backend="native").pow(2).sum().backward()
+    torch.testing.assert_close(held, 2 * once)
+    table.grad = None  # the same table twice in one graph: both gradients are summed
+    (rotate_distance(query, table, index, backend="native").sum()
+     + rotate_distance(query, table, None, backend="native").sum()).backward()
     expected = torch.autograd.grad(plain_distance(query, table, index).sum() + plain_distance(query, table, None).sum(),
                                    table)[0]
     torch.testing.assert_close(table.grad, expected)
 
 
-def test_a_gradient_buffer_is_reused_only_once_nothing_holds_it() -> None:
-    from lightning_kge.kernels import gradient_buffer as module
-
-    table = torch.zeros(4, 6)
-    first = gradient_buffer(table)
-    address = first.data_ptr()
-    del first
-    second = gradient_buffer(table)
-    second_address = second.data_ptr()
-    third = gradient_buffer(table)  # ``second`` is still held: fresh memory
-    third_address = third.data_ptr()
-    assert third_address != second_address
-    if module._storage_use_count is not None:  # the reuse needs this torch internal; without it, fresh memory
-        assert second_address == address
-
-
-def test_native_build_failure_warns_once_and_falls_back_to_torch(monkeypatch, tmp_path) -> None:
-    monkeypatch.setenv("CC", str(tmp_path / "no-such-compiler"))
+def test_native_build_failure_warns_once_and_says_why(monkeypatch, tmp_path) -> None:
+    monkeypatch.setenv("CXX", str(tmp_path / "no-such-compiler"))
     monkeypatch.setenv("LIGHTNING_KGE_CACHE", str(tmp_path / "cache"))
-    with pytest.warns(RuntimeWarning, match="native CPU kernels unavailable"):
-        assert rotate_native.library.__wrapped__() is None
-    assert not any((tmp_path / "cache").glob("*"))  # nothing half-built left behind
+    with pytest.warns(RuntimeWarning, match="native CPU kernels are unavailable.*reference backend") as caught:
+        reason = rotate_native.unavailable.__wrapped__()
+    assert reason and len([w for w in caught if "native CPU kernels" in str(w.message)]) == 1
 
 
-# --- the Triton backend, run by Triton's interpreter on CPU tensors ---------------------------------
-# Triton must be imported with TRITON_INTERPRET=1 already set (its standard library is jitted at
-# import), so the interpreted tests run in a child pytest that the launcher test starts.
+# --- the Triton backend without a GPU ------------------------------------------------------------------
 
 
-@pytest.fixture
-def interpreted_triton():
-    """Triton in interpreter mode: skipped when absent or when not started by the launcher."""
-    pytest.importorskip("triton")
-    if os.environ.get("TRITON_INTERPRET") != "1":
-        pytest.skip("run by test_triton_backend_passes_its_tests_under_the_interpreter")
-
-
-def test_triton_backend_passes_its_tests_under_the_interpreter() -> None:
-    pytest.importorskip("triton")
-    if os.environ.get("TRITON_INTERPRET") == "1":
-        pytest.skip("already the child run")
+def test_triton_kernels_pass_the_oracle_tests_under_the_interpreter() -> None:
+    if rotate_triton.unavailable() is not None:
+        pytest.skip(f"triton does not import: {rotate_triton.unavailable()}")
+    if HAS_CUDA:
+        pytest.skip("CUDA is present: the cuda-marked tests run the Triton kernels on the GPU instead")
+    if INTERPRETED:
+        pytest.skip("already the interpreter run")
     env = {**os.environ, "TRITON_INTERPRET": "1"}
-    command = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", __file__, "-k", "interpreted"]
+    command = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", __file__, "-k", "triton_interpreted"]
     result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-2000:]
     assert " passed" in result.stdout and "skipped" not in result.stdout, result.stdout[-2000:]
 
 
-@pytest.mark.parametrize("mode", MODES)
-def test_interpreted_triton_kernels_match_the_plain_implementation(interpreted_triton, mode: str) -> None:
-    # d = 37 and C = 7 are not multiples of the tiles: masked tails are exercised.
-    query, table = inputs(torch.float32, b=19, e=23, d=37)
-    index = index_for(mode, b=19, e=23)
-    upstream = torch.randn(19, 23 if index is None else 7, generator=torch.Generator().manual_seed(3))
-    ours = both_gradients(lambda q, t, i: rotate_distance(q, t, i, backend="triton"), query, table, index, upstream)
-    plain = both_gradients(plain_distance, query, table, index, upstream)
-    for got, expected in zip(ours, plain):
-        torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5)
-
-
-@pytest.mark.parametrize("mode", MODES)
-def test_interpreted_triton_gradients_pass_gradcheck_in_float64(interpreted_triton, mode: str) -> None:
-    query, table = inputs()
-    index = index_for(mode)
-    assert gradcheck(lambda q, t: rotate_distance(q, t, index, backend="triton"), (query, table))
-
-
-def test_interpreted_triton_gradient_at_a_zero_complex_difference_is_zero(interpreted_triton) -> None:
-    query, table = inputs(torch.float32, d=4)
-    with torch.no_grad():
-        table[2] = query[0]
-    index = torch.tensor([[2, 5, 1], [5, 2, 2], [0, 1, 2], [3, 4, 5], [2, 2, 2]])
-    ours = both_gradients(lambda q, t, i: rotate_distance(q, t, i, backend="triton"), query, table, index, torch.ones(B, 3))
-    plain = both_gradients(plain_distance, query, table, index, torch.ones(B, 3))
-    assert ours[0][0, 0] == 0
-    for got, expected in zip(ours, plain):
-        torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5)
+def _signature(kernel: str) -> dict[str, str]:
+    pointers = ["q_ptr", "t_ptr"]
+    pointers += ["order_ptr", "starts_ptr", "g_ptr"] if kernel == "table_gradient" else ["ids_ptr"]
+    pointers += ["g_ptr"] if kernel == "query_gradient" else []
+    ints = ("ids_ptr", "order_ptr", "starts_ptr")
+    signature = {name: "*i64" if name in ints else "*fp32" for name in [*pointers, "out_ptr"]}
+    return {**signature, "B": "i32", "C": "i32", "E": "i32", "d": "i32", "SHARED": "constexpr"}
 
 
 @pytest.mark.filterwarnings("ignore:TRITON_DEFAULT_FP_FUSION")
-@pytest.mark.parametrize("dtype", ["fp32", "fp64"])
-def test_triton_kernels_compile_for_an_h100_without_a_gpu(dtype: str) -> None:
-    """Ahead-of-time compilation to an sm_90 cubin catches what the interpreter does not check."""
+@pytest.mark.parametrize("kernel", ["distance", "query_gradient", "table_gradient"])
+def test_triton_kernels_compile_for_an_h100_without_a_gpu(kernel: str) -> None:
+    """Ahead-of-time compilation to an sm_90 cubin catches what the interpreter does not check.
+
+    Each kernel is compiled in both index modes with its largest tile (the configuration most
+    likely to exceed the registers or shared memory of a multiprocessor).
+    """
     triton = pytest.importorskip("triton")
     from triton.backends.compiler import GPUTarget
     from triton.compiler import ASTSource
 
-    from lightning_kge.kernels import rotate_triton
-
-    dist, grad = rotate_triton._jitted(False)
-    pointers = {"x_ptr": f"*{dtype}", "y_ptr": f"*{dtype}", "ids_ptr": "*i64"}
-    sizes = {"n": "i32", "k": "i32", "d": "i32"}
-    constants = ("SHARED", "BLOCK_N", "BLOCK_K", "BLOCK_D")
+    autotuned = rotate_triton.kernels(False)[kernel]
+    config = max(autotuned.configs, key=lambda c: torch.tensor(list(c.kwargs.values())).prod().item())
     for shared in (True, False):
-        for kernel, extra, tiles in (
-            (dist, {"out_ptr": f"*{dtype}"}, rotate_triton.DIST_TILE[shared]),
-            (grad, {"g_ptr": f"*{dtype}", "out_ptr": f"*{dtype}"}, rotate_triton.GRAD_TILE[shared]),
-        ):
-            signature = {**pointers, **extra, **sizes, **{name: "constexpr" for name in constants}}
-            values = dict(zip(constants, (shared, *tiles)))
-            compiled = triton.compile(ASTSource(kernel, signature, constexprs=values), target=GPUTarget("cuda", 90, 32))
-            assert "cubin" in compiled.asm
+        signature = {**_signature(kernel), **{name: "constexpr" for name in config.kwargs}}
+        source = ASTSource(autotuned.fn, signature, constexprs={"SHARED": shared, **config.kwargs})
+        compiled = triton.compile(source, target=GPUTarget("cuda", 90, 32), options={"num_warps": config.num_warps})
+        assert "cubin" in compiled.asm
+
+
+
+def test_the_kernel_benchmark_prints_a_table_of_every_variant_and_case() -> None:
+    script = os.path.join(os.path.dirname(__file__), "..", "benchmarks", "kernel_speed.py")
+    command = [sys.executable, script, "--quick", "--variants", "reference", "native"]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    lines = result.stdout.splitlines()
+    rows = [line.split("|")[1:3] for line in lines if line.startswith("| ") and "variant" not in line]
+    expected = {(case, variant) for case in ("per-query", "shared", "all entities")
+                for variant in ("reference", "native")}
+    assert {(case.strip(), variant.strip()) for case, variant in rows} == expected

@@ -367,61 +367,51 @@ def test_protate_modulus_starts_at_half_the_embedding_range() -> None:
 # --- RotatE's switches: compile, mixed precision; training through a Trainer ---------------------
 
 
-def test_rotate_compile_argument_round_trips_through_its_spec_and_leaves_module_compile() -> None:
-    import inspect
-
+def test_rotate_distance_backend_round_trips_through_its_spec() -> None:
     from lightning_kge.serialization import from_spec, to_spec
 
-    model = RotatE(num_entities=E, num_relations=R, dim=DIM, gamma=6.0, compile=False)
+    model = RotatE(num_entities=E, num_relations=R, dim=DIM, gamma=6.0, distance_backend="reference")
     spec = to_spec(model)
-    assert spec["compile"] is False
-    assert from_spec(spec)._compile is False
-    assert inspect.ismethod(model.compile)  # nn.Module.compile is not shadowed
-
-
-class RecordingKernels:
-    """Stands in for the torch backend's ``Kernels`` and records which flavour each call chose."""
-
-    chosen: list[str] = []
-
-    def __new__(cls, compiled: bool):
-        from lightning_kge.kernels.rotate_chunks import Kernels
-
-        cls.chosen.append("torch.compile" if compiled else "eager")
-        return Kernels(compiled)
+    assert spec["distance_backend"] == "reference"
+    assert from_spec(spec).distance_backend == "reference"
 
 
 @pytest.fixture
-def record_kernels(monkeypatch):
-    """Compile on any size (thresholds 0) and record the kernels of each distance call:
-    ``"native"``, ``"torch.compile"`` or ``"eager"``."""
-    from lightning_kge.kernels import rotate_distance, rotate_native, rotate_torch
+def record_backends(monkeypatch):
+    """Records the backend that each distance call (forward and backward) actually ran."""
+    from lightning_kge.kernels import backends
 
-    monkeypatch.delenv("LIGHTNING_KGE_NO_COMPILE", raising=False)
-    monkeypatch.setattr(rotate_distance, "COMPILE_MIN_WORK", 0)
-    monkeypatch.setattr(rotate_distance, "WARM_MIN_WORK", 0)
-    monkeypatch.setattr(rotate_torch, "Kernels", RecordingKernels)
-    native = rotate_native.NativeBackend
+    chosen: list[str] = []
+    forward, backward = backends.forward, backends.backward
 
-    def recording_native(lib):
-        RecordingKernels.chosen.append("native")
-        return native(lib)
+    def recording_forward(query, table, index, backend):
+        chosen.append(backends.resolve(backend, query.device))
+        return forward(query, table, index, backend)
 
-    monkeypatch.setattr(rotate_native, "NativeBackend", recording_native)
-    RecordingKernels.chosen = []
-    return RecordingKernels.chosen
+    def recording_backward(grad, query, table, index, backend, *args):
+        chosen.append(backends.resolve(backend, query.device))
+        return backward(grad, query, table, index, backend, *args)
+
+    monkeypatch.setattr(backends, "forward", recording_forward)
+    monkeypatch.setattr(backends, "backward", recording_backward)
+    return chosen
 
 
-def test_rotate_compile_false_never_uses_compiled_kernels(record_kernels) -> None:
-    eager = build(RotatE)
-    eager._compile = False
+@pytest.mark.parametrize("backend", ["reference", "native"])
+def test_rotate_runs_the_distance_backend_it_is_given(record_backends, backend: str) -> None:
+    model = RotatE(num_entities=E, num_relations=R, dim=DIM, gamma=6.0, distance_backend=backend)
     h, r, t = queries()
-    eager.score_t(h, r, torch.randint(E, (5, 4))).sum().backward()
-    eager.score_h(r, t)
-    assert record_kernels and set(record_kernels) == {"eager"}
+    model.score_t(h, r, torch.randint(E, (5, 4))).sum().backward()
+    model.score_h(r, t)
+    assert len(record_backends) == 3 and set(record_backends) == {backend}
 
 
-def training_run(tmp_path, compile: bool, precision: str | None, steps: int = 12):
+def test_rotate_refuses_an_unknown_distance_backend() -> None:
+    with pytest.raises(ArgumentError, match="distance_backend"):
+        RotatE(num_entities=E, num_relations=R, dim=DIM, gamma=6.0, distance_backend="fast")
+
+
+def training_run(tmp_path, backend: str, precision: str | None, steps: int = 12):
     """Fit RotatE on nations for ``steps`` full-batch steps; returns module, losses, checkpoint."""
     import functools
 
@@ -442,7 +432,7 @@ def training_run(tmp_path, compile: bool, precision: str | None, steps: int = 12
     sampler = SelfAdversarialSampler(num_negatives=16, temperature=0.5)
     data = KGEDataModule(sampler.corruption(), name="nations", batch_size=2048, eval_batch_size=64)
     data.setup()
-    model = RotatE(num_entities=14, num_relations=55, dim=16, gamma=6.0, compile=compile)
+    model = RotatE(num_entities=14, num_relations=55, dim=16, gamma=6.0, distance_backend=backend)
     module = KGEModule(model, sampler.selection(), data.info, optimizer=functools.partial(torch.optim.Adam, lr=0.05))
     losses = Losses()
     trainer = L.Trainer(
@@ -464,40 +454,23 @@ def assert_trained(losses: list[float], steps: int = 12) -> None:
 
 @pytest.mark.filterwarnings("ignore::UserWarning")
 def test_rotate_trains_with_bf16_mixed_precision_on_cpu(tmp_path) -> None:
-    module, losses, _ = training_run(tmp_path, compile=False, precision="bf16-mixed")
+    module, losses, _ = training_run(tmp_path, backend="auto", precision="bf16-mixed")
     assert_trained(losses)
     assert module.model.entity.weight.dtype == torch.float32
 
 
 @pytest.mark.filterwarnings("ignore::UserWarning")
-@pytest.mark.parametrize("kernels", ["native", "torch.compile"])
-def test_rotate_trains_through_compiled_kernels_and_its_checkpoint_round_trips(
-    tmp_path, record_kernels, monkeypatch, kernels: str
+@pytest.mark.parametrize("backend", ["native", "reference"])
+def test_rotate_trains_through_each_cpu_backend_and_its_checkpoint_keeps_it(
+    tmp_path, record_backends, backend: str
 ) -> None:
-    from lightning_kge.kernels import rotate_native
     from lightning_kge.module import KGEModule
 
-    if kernels == "torch.compile":  # as where no C compiler builds the native kernels
-        monkeypatch.setattr(rotate_native, "library", lambda: None)
-    module, losses, path = training_run(tmp_path, compile=True, precision=None)
+    module, losses, path = training_run(tmp_path, backend=backend, precision=None)
     assert_trained(losses)
-    assert record_kernels and set(record_kernels) == {kernels}
+    assert record_backends and set(record_backends) == {backend}
     loaded = KGEModule.load_from_checkpoint(path)
-    assert loaded.model._compile is True
+    assert loaded.model.distance_backend == backend and loaded.hparams["model"]["distance_backend"] == backend
     h, r, t = queries()
     with torch.no_grad():
-        torch.testing.assert_close(loaded.model.score_t(h, r), module.model.score_t(h, r))
-
-
-@pytest.mark.filterwarnings("ignore::UserWarning")
-def test_rotate_with_compile_false_trains_and_its_checkpoint_keeps_the_switch(tmp_path) -> None:
-    from lightning_kge.module import KGEModule
-
-    module, losses, path = training_run(tmp_path, compile=False, precision=None)
-    assert_trained(losses)
-    loaded = KGEModule.load_from_checkpoint(path)
-    assert loaded.model._compile is False
-    assert loaded.hparams["model"]["compile"] is False
-    h, r, t = queries()
-    with torch.no_grad():
-        assert torch.equal(loaded.model.score_h(r, t), module.model.score_h(r, t))
+        assert torch.equal(loaded.model.score_t(h, r), module.model.score_t(h, r))

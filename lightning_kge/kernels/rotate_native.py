@@ -1,165 +1,119 @@
-"""The native CPU backend of :func:`~lightning_kge.kernels.rotate_distance.rotate_distance`.
+"""The native CPU backend of the RotatE distance: C++ kernels on torch's own thread pool.
 
-Two C kernels (``rotate_native.c``, float32 and float64), built on first use with the system C
-compiler (``$CC``, else ``cc``, ``gcc`` or ``clang``; the same toolchain ``torch.compile`` needs
-on CPU) with OpenMP, and cached per source, compiler and instruction set under
-``$LIGHTNING_KGE_CACHE`` (default ``~/.cache/lightning_kge``). If the build fails, a warning
-is issued once and :func:`library` returns ``None``; callers then use the torch backend.
+``rotate_native.cpp`` is compiled on first use with ``torch.utils.cpp_extension.load`` (the C++
+compiler torch uses for extensions, and ``ninja``; about 20 s) and cached under
+``lightning_kge.cache.cache_dir("kernels")``, keyed on the source, the flags and the torch
+version; a later process loads the cached library (``torch.ops.load_library``). It
+registers two operators, ``torch.ops.lightning_kge_native.rotate_forward`` and
+``rotate_backward``, which the custom op of :mod:`~lightning_kge.kernels.rotate_distance` calls
+for CPU tensors. They group the pairs of a call by entity (each pass reads every used table row
+once) and compute both gradients from one evaluation of ``|q_i − t_i|`` per pair; see the C++
+source for the maths.
 
-The (query, candidate) pairs of a call are grouped by candidate entity (one sort of the ids), so
-each pass reads every used table row once instead of once per pair, and the backward computes the
-query and the table gradients from one evaluation of ``m = |q_i − t_i|`` and ``G / m`` per pair
-and dimension (see the C source). The grouping is computed in the forward and kept on the backend
-object of the call for its backward.
+Where the build fails (no compiler, no ``ninja``), :func:`unavailable` returns why, after one
+warning; ``backend="auto"`` then uses the reference backend and ``backend="native"`` raises.
 """
 
 from __future__ import annotations
 
-import ctypes
 import functools
 import hashlib
 import os
-import platform
 import shutil
-import subprocess
-import tempfile
 import warnings
 from pathlib import Path
 
 import torch
 from torch import Tensor
 
-from lightning_kge.kernels.gradient_buffer import gradient_buffer
+from lightning_kge.cache import cache_dir
 
-SOURCE = Path(__file__).with_name("rotate_native.c")
-CACHE_ENV = "LIGHTNING_KGE_CACHE"
-"""Folder for the built library (default ``$XDG_CACHE_HOME/lightning_kge`` or ``~/.cache/lightning_kge``)."""
+SOURCE = Path(__file__).with_name("rotate_native.cpp")
 
 ISA_FLAGS = {
     "AVX512": ["-mavx512f", "-mavx512vl", "-mavx512dq", "-mavx2", "-mfma"],
     "AVX2": ["-mavx2", "-mfma"],
 }
-"""Vector flags per ``torch.backends.cpu.get_cpu_capability()`` (what torch itself dispatches to)."""
+"""Vector flags per ``torch.backends.cpu.get_cpu_capability()`` (the ISA torch itself uses here)."""
 
-FLAGS = ["-O3", "-std=gnu11", "-fno-math-errno", "-fopenmp", "-shared", "-fPIC"]
-"""``-fno-math-errno`` lets ``sqrt`` vectorise; no flag that reorders or approximates arithmetic."""
-
-_P, _I = ctypes.c_void_p, ctypes.c_int64
-_SIGNATURES = {
-    "rotate_forward": [_P, _P, _I, _I, _I, ctypes.c_int, _I, _P, _P, _P, _P, ctypes.c_int],
-    "rotate_backward": [_P, _P, _I, _I, _I, ctypes.c_int, _I, _P, _P, _P, _P, _I, _P, _P, _P, ctypes.c_int],
-}
-_SUFFIX = {torch.float32: "f32", torch.float64: "f64"}
+FLAGS = ["-O3", "-fno-math-errno", "-fopenmp"]
+"""``-fno-math-errno`` lets ``sqrt`` vectorise; ``-fopenmp`` makes ``at::parallel_for`` parallel
+(its loop is inline in torch's headers, and links the ``libgomp`` torch already loaded) and
+enables ``omp simd``. No ``-ffast-math``: no approximate arithmetic."""
 
 
-def _compiler() -> str | None:
-    return os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc") or shutil.which("clang")
+def _find_ninja() -> None:
+    """Put the ``ninja`` of the ``ninja`` package on ``PATH`` if none is there.
+
+    ``cpp_extension`` runs ``ninja`` from ``PATH``; a virtual environment used without being
+    activated has the package's executable, but not on ``PATH``.
+    """
+    if shutil.which("ninja") is not None:
+        return
+    try:
+        import ninja
+    except ImportError:
+        return
+    os.environ["PATH"] = os.pathsep.join([ninja.BIN_DIR, os.environ.get("PATH", "")])
 
 
-def _cache_dir() -> Path:
-    if os.environ.get(CACHE_ENV):
-        return Path(os.environ[CACHE_ENV])
-    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "lightning_kge"
+def _flags() -> list[str]:
+    return FLAGS + ISA_FLAGS.get(torch.backends.cpu.get_cpu_capability(), [])
+
+
+def _name() -> str:
+    """Library name keyed on what the binary depends on: source, flags and torch version."""
+    key = hashlib.sha256("\0".join([SOURCE.read_text(), " ".join(_flags()), torch.__version__]).encode())
+    return f"lightning_kge_rotate_native_{key.hexdigest()[:12]}"
 
 
 @functools.cache
-def library() -> ctypes.CDLL | None:
-    """The built kernels, or ``None`` (after one warning) when they cannot be built or loaded."""
-    try:
-        compiler = _compiler()
-        if compiler is None:
-            raise RuntimeError("no C compiler found (set CC)")
-        flags = FLAGS + ISA_FLAGS.get(torch.backends.cpu.get_cpu_capability(), [])
-        source = SOURCE.read_bytes()
-        key = hashlib.sha256(b"\0".join([source, compiler.encode(), " ".join(flags).encode(),
-                                         platform.machine().encode()])).hexdigest()[:16]
-        path = _cache_dir() / f"rotate_native_{key}.so"
-        if not path.exists():
-            path.parent.mkdir(parents=True, exist_ok=True)
-            handle, tmp = tempfile.mkstemp(suffix=".so", dir=path.parent)
-            os.close(handle)
-            try:
-                subprocess.run([compiler, *flags, str(SOURCE), "-o", tmp, "-lm"], check=True, capture_output=True,
-                               text=True, timeout=300)
-                os.replace(tmp, path)  # atomic: processes building at once each load a whole file
-            finally:
-                Path(tmp).unlink(missing_ok=True)
-        lib = ctypes.CDLL(str(path))
-        for name, argtypes in _SIGNATURES.items():
-            for suffix in _SUFFIX.values():
-                getattr(lib, f"{name}_{suffix}").argtypes = argtypes
-        return lib
-    except (OSError, RuntimeError, subprocess.SubprocessError) as error:
-        detail = getattr(error, "stderr", None) or str(error)
-        warnings.warn(f"rotate_distance: native CPU kernels unavailable ({detail.strip()[:300]}); "
-                      "using the torch backend", RuntimeWarning, stacklevel=2)
-        return None
+def unavailable() -> str | None:
+    """``None`` once the kernels are loaded, else why they cannot be (warned about once).
 
-
-def _ptr(t: Tensor | None) -> ctypes.c_void_p:
-    return ctypes.c_void_p(None if t is None else t.data_ptr())
-
-
-class NativeBackend:
-    """The native kernels behind the backend interface of :mod:`~lightning_kge.kernels.rotate_torch`.
-
-    One instance serves one call: the grouping of its ids by entity, made in the forward, is kept
-    for the backward.
-
-    Args:
-        lib: the loaded library (:func:`library`).
+    A library built before for the same source, flags and torch version is loaded directly;
+    otherwise ``cpp_extension.load`` builds it (under its lock, so concurrent processes build
+    it once) in ``cache_dir("kernels", <name>)``.
     """
+    try:
+        name = _name()
+        folder = cache_dir("kernels", name)
+        built = folder / f"{name}.so"
+        if built.is_file() and not (folder / "lock").exists():
+            torch.ops.load_library(str(built))
+            return None
+        from torch.utils import cpp_extension
 
-    def __init__(self, lib: ctypes.CDLL) -> None:
-        self.lib = lib
-        self.groups: tuple[Tensor, Tensor, Tensor] | None = None
+        _find_ninja()
+        folder.mkdir(parents=True, exist_ok=True)
+        cpp_extension.load(
+            name=name,
+            sources=[str(SOURCE)],
+            extra_cflags=_flags(),
+            extra_ldflags=["-fopenmp"],
+            build_directory=str(folder),
+            is_python_module=False,
+            verbose=os.environ.get("LIGHTNING_KGE_VERBOSE_BUILD", "0") not in ("", "0"),
+        )
+    except Exception as error:  # noqa: BLE001 - any build or load failure means: not available
+        reason = " ".join(f"{type(error).__name__}: {error}".split())[:400]
+        warnings.warn(
+            f"rotate_distance: the native CPU kernels are unavailable ({reason}); backend='auto' uses "
+            "the reference backend. Install a C++ compiler and ninja (pip install ninja) for them.",
+            RuntimeWarning,
+            stacklevel=2,
+        )
+        return reason
+    return None
 
-    def _group(self, ids: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        """``(start, entity, entry)``: entries (flat positions or columns) sorted by entity."""
-        if self.groups is None:
-            sorted_ids, entry = torch.sort(ids.reshape(-1), stable=True)
-            entity, counts = torch.unique_consecutive(sorted_ids, return_counts=True)
-            start = counts.new_zeros(entity.numel() + 1)
-            torch.cumsum(counts, 0, out=start[1:])
-            self.groups = start, entity, entry
-        return self.groups
 
-    def _forward(self, q: Tensor, table: Tensor, ids: Tensor, shared: bool) -> Tensor:
-        rows, cols = q.shape[0], ids.shape[-1]
-        out = q.new_empty(rows, cols)
-        start, entity, entry = self._group(ids)
-        kernel = getattr(self.lib, f"rotate_forward_{_SUFFIX[q.dtype]}")
-        kernel(_ptr(table), _ptr(q), q.shape[1] // 2, rows, cols, int(shared), entity.numel(), _ptr(start),
-               _ptr(entity), _ptr(entry), _ptr(out), torch.get_num_threads())
-        return out
+def forward(query: Tensor, table: Tensor, ids: Tensor) -> Tensor:
+    """``(B, C)`` distances; ``ids`` is ``(B, C)`` or ``(C,)``; float32/float64 contiguous CPU tensors."""
+    return torch.ops.lightning_kge_native.rotate_forward(query, table, ids)
 
-    def _backward(self, q: Tensor, table: Tensor, ids: Tensor, grad: Tensor, need_q: bool, need_table: bool,
-                  shared: bool) -> tuple[Tensor | None, Tensor | None]:
-        rows, cols = q.shape[0], ids.shape[-1]
-        start, entity, entry = self._group(ids)
-        if entity.numel() == 0:  # no pairs
-            return (torch.zeros_like(q) if need_q else None), (torch.zeros_like(table) if need_table else None)
-        threads = torch.get_num_threads()
-        parts = q.new_zeros(threads, *q.shape) if need_q else None
-        grad_table = gradient_buffer(table) if need_table else None  # every row is written
-        scratch = q.new_empty(threads, 2, q.shape[1])
-        kernel = getattr(self.lib, f"rotate_backward_{_SUFFIX[q.dtype]}")
-        kernel(_ptr(table), _ptr(q), q.shape[1] // 2, rows, cols, int(shared), entity.numel(), _ptr(start),
-               _ptr(entity), _ptr(entry), _ptr(grad), table.shape[0], _ptr(grad_table), _ptr(parts), _ptr(scratch),
-               threads)
-        grad_q = None if parts is None else parts[0] if threads == 1 else parts.sum(0)
-        return grad_q, grad_table
 
-    def shared_forward(self, q: Tensor, table: Tensor, ids: Tensor) -> Tensor:
-        return self._forward(q, table, ids, shared=True)
-
-    def shared_backward(self, q: Tensor, table: Tensor, ids: Tensor, grad: Tensor, need_q: bool,
-                        need_table: bool) -> tuple[Tensor | None, Tensor | None]:
-        return self._backward(q, table, ids, grad, need_q, need_table, shared=True)
-
-    def per_query_forward(self, q: Tensor, table: Tensor, index: Tensor) -> Tensor:
-        return self._forward(q, table, index, shared=False)
-
-    def per_query_backward(self, q: Tensor, table: Tensor, index: Tensor, grad: Tensor, need_q: bool,
-                           need_table: bool) -> tuple[Tensor | None, Tensor | None]:
-        return self._backward(q, table, index, grad, need_q, need_table, shared=False)
+def backward(
+    grad: Tensor, query: Tensor, table: Tensor, ids: Tensor, need_query: bool, need_table: bool
+) -> tuple[Tensor, Tensor]:
+    """``(∂L/∂query, ∂L/∂table)`` given ``grad = ∂L/∂D``; an unneeded one is empty."""
+    return torch.ops.lightning_kge_native.rotate_backward(grad, query, table, ids, need_query, need_table)

@@ -1,26 +1,31 @@
-"""The Triton backend of :func:`~lightning_kge.kernels.rotate_distance.rotate_distance` (GPU).
+"""The Triton backend of the RotatE distance (CUDA tensors), autotuned.
 
-Two kernels, each one program per tile, with no temporary in global memory:
+Three kernels, none of which writes a temporary of size ``(B, C, d)`` to global memory:
 
-* ``dist``: ``out[a, j] = Σ_i |x_i[a] − y_i[ids[a, j]]|`` over a ``BLOCK_N × BLOCK_K`` tile of
+* ``distance``: ``D[b, c] = Σ_i |q_i[b] − t_i[ids[b, c]]|`` over a ``BLOCK_B × BLOCK_C`` tile of
   pairs, looping over the complex dimension in slices of ``BLOCK_D``;
-* ``grad``: ``out[a, :] = Σ_j g[a, j] · (x[a] − y[ids[a, j]]) / m`` (0 where ``m = 0``) over a
-  ``BLOCK_N × BLOCK_D`` tile of the result, looping over the candidates.
+* ``query_gradient``: ``∂L/∂q[b] = Σ_c G[b, c] · (q[b] − t[ids[b, c]]) / m`` (0 where ``m = 0``)
+  over a ``BLOCK_B × BLOCK_D`` tile of the result, looping over the candidates;
+* ``table_gradient``: ``∂L/∂t[e] = −Σ`` of the same terms over the pairs whose candidate is ``e``:
+  one program per entity and slice of dimensions, looping over that entity's pairs, which a
+  sort of the ids (``order``) and ``starts = searchsorted(sorted ids, 0 … E)`` group. Every row
+  is written (0 for unused entities), with no atomics: the sums are deterministic.
 
-``ids`` is ``(n, k)`` per row or ``(k,)`` shared by all rows (``SHARED``: one candidate tile is
-loaded once and broadcast over the rows). Forward and backward are these two kernels and the
-regrouping by entity of :func:`~lightning_kge.kernels.rotate_torch.group_by_entity`, exactly as
-the torch backend does it, so both compute the same sums.
+``ids`` is ``(B, C)`` per query or ``(C,)`` shared by all queries (``SHARED``). All shapes are
+fixed by the inputs: no host-device synchronisation. Ids outside ``[0, E)`` read nothing: their
+distances are NaN and they add no gradient (ids are range-checked only for CPU tensors).
 
-Running the kernels needs ``triton`` (the ``gpu`` extra). The kernels are jitted on first use
-and cached per ``TRITON_INTERPRET`` setting, so a test can run them on CPU tensors through
-Triton's interpreter. The tile sizes are plain defaults, not tuned on a GPU.
+Tiles are chosen by ``triton.autotune`` among a few configurations, keyed on the sizes. Under
+Triton's interpreter (``TRITON_INTERPRET=1``, which runs the kernels on CPU tensors for the
+tests) one configuration is used: the autotuner times configurations on a GPU. Running a kernel
+needs ``triton`` (the ``gpu`` extra).
 """
 
 from __future__ import annotations  # Triton reads "tl.constexpr" annotations as strings too
 
 import functools
 import os
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -28,154 +33,202 @@ from torch import Tensor
 try:
     import triton
     import triton.language as tl
-except ImportError:  # importable without triton (docs, doctests); running a kernel raises
+except ImportError as error:  # importable without triton (docs, doctests); running raises
     triton = tl = None
+    _IMPORT_ERROR: str | None = f"{type(error).__name__}: {error}"
+else:
+    _IMPORT_ERROR = None
 
-from lightning_kge.kernels.rotate_torch import group_by_entity
+DISTANCE_CONFIGS = [  # (BLOCK_B, BLOCK_C, BLOCK_D, num_warps)
+    (1, 64, 64, 4), (2, 64, 32, 4), (4, 32, 32, 4), (8, 32, 32, 8), (16, 16, 32, 4), (32, 32, 16, 8),
+]
+QUERY_GRADIENT_CONFIGS = [  # (BLOCK_B, BLOCK_C, BLOCK_D, num_warps)
+    (1, 64, 64, 4), (2, 32, 64, 4), (4, 16, 64, 4), (8, 16, 32, 4), (16, 8, 32, 4), (16, 16, 64, 8),
+]
+TABLE_GRADIENT_CONFIGS = [  # (BLOCK_P, BLOCK_D, num_warps)
+    (16, 64, 4), (32, 64, 4), (32, 128, 4), (64, 32, 4), (64, 64, 8), (16, 128, 4),
+]
+INTERPRETER_CONFIGS = {"distance": (4, 8, 16, 1), "query_gradient": (4, 8, 16, 1), "table_gradient": (8, 16, 1)}
+"""The one configuration per kernel under the interpreter (small tiles: tests use small shapes)."""
 
-DIST_TILE = {True: (16, 16, 16), False: (4, 32, 32)}
-"""``(BLOCK_N, BLOCK_K, BLOCK_D)`` of ``dist`` for shared (True) and per-row ids."""
-
-GRAD_TILE = {True: (16, 8, 32), False: (4, 16, 32)}
-"""``(BLOCK_N, BLOCK_K, BLOCK_D)`` of ``grad`` for shared (True) and per-row ids."""
+KEY = ["B", "C", "d", "SHARED"]
+"""Autotuning key: a configuration is chosen once per distinct sizes and index mode."""
 
 
-def _dist_kernel(x_ptr, y_ptr, ids_ptr, out_ptr, n, k, d,
-                 SHARED: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, BLOCK_D: tl.constexpr):
-    rows = tl.program_id(0) * BLOCK_N + tl.arange(0, BLOCK_N)
-    cols = tl.program_id(1) * BLOCK_K + tl.arange(0, BLOCK_K)
-    row_ok = rows < n
-    col_ok = cols < k
+def unavailable() -> str | None:
+    """``None`` when ``triton`` imports, else the import error."""
+    return _IMPORT_ERROR
+
+
+def interpreting() -> bool:
+    """Whether Triton runs kernels in its interpreter (``TRITON_INTERPRET=1``, CPU tensors)."""
+    return os.environ.get("TRITON_INTERPRET", "0") not in ("", "0")
+
+
+def _distance(q_ptr, t_ptr, ids_ptr, out_ptr, B, C, E, d,
+              SHARED: tl.constexpr, BLOCK_B: tl.constexpr, BLOCK_C: tl.constexpr, BLOCK_D: tl.constexpr):
+    rows = (tl.program_id(0) * BLOCK_B + tl.arange(0, BLOCK_B)).to(tl.int64)
+    cols = tl.program_id(1) * BLOCK_C + tl.arange(0, BLOCK_C)
+    row_ok = rows < B
+    col_ok = cols < C
     pair_ok = row_ok[:, None] & col_ok[None, :]
     if SHARED:
         ids = tl.load(ids_ptr + cols, mask=col_ok, other=0)[None, :]
-        id_ok = col_ok[None, :]
+        id_ok = col_ok[None, :] & (ids >= 0) & (ids < E)
     else:
-        ids = tl.load(ids_ptr + rows[:, None] * k + cols[None, :], mask=pair_ok, other=0)
-        id_ok = pair_ok
+        ids = tl.load(ids_ptr + rows[:, None] * C + cols[None, :], mask=pair_ok, other=0)
+        id_ok = pair_ok & (ids >= 0) & (ids < E)
     width = 2 * d
-    acc = tl.zeros([BLOCK_N, BLOCK_K], dtype=out_ptr.dtype.element_ty)
+    acc = tl.zeros([BLOCK_B, BLOCK_C], dtype=out_ptr.dtype.element_ty)
     for d0 in range(0, d, BLOCK_D):
         dims = d0 + tl.arange(0, BLOCK_D)
         dim_ok = dims < d
-        x_mask = row_ok[:, None] & dim_ok[None, :]
-        x_re = tl.load(x_ptr + rows[:, None] * width + dims[None, :], mask=x_mask, other=0.0)
-        x_im = tl.load(x_ptr + rows[:, None] * width + d + dims[None, :], mask=x_mask, other=0.0)
-        y_mask = id_ok[:, :, None] & dim_ok[None, None, :]
-        y_at = y_ptr + ids[:, :, None] * width + dims[None, None, :]
-        u = x_re[:, None, :] - tl.load(y_at, mask=y_mask, other=0.0)
-        v = x_im[:, None, :] - tl.load(y_at + d, mask=y_mask, other=0.0)
-        acc += tl.sum(tl.sqrt(u * u + v * v), axis=2)
-    tl.store(out_ptr + rows[:, None] * k + cols[None, :], acc, mask=pair_ok)
+        q_mask = row_ok[:, None] & dim_ok[None, :]
+        q_re = tl.load(q_ptr + rows[:, None] * width + dims[None, :], mask=q_mask, other=0.0)
+        q_im = tl.load(q_ptr + rows[:, None] * width + d + dims[None, :], mask=q_mask, other=0.0)
+        t_mask = id_ok[:, :, None] & dim_ok[None, None, :]
+        t_at = t_ptr + ids[:, :, None] * width + dims[None, None, :]
+        u = q_re[:, None, :] - tl.load(t_at, mask=t_mask, other=0.0)
+        v = q_im[:, None, :] - tl.load(t_at + d, mask=t_mask, other=0.0)
+        acc += tl.sum(tl.sqrt(u * u + v * v), axis=2)  # masked slots: 0 − 0
+    acc = tl.where(id_ok, acc, float("nan"))
+    tl.store(out_ptr + rows[:, None] * C + cols[None, :], acc, mask=pair_ok)
 
 
-def _grad_kernel(x_ptr, y_ptr, ids_ptr, g_ptr, out_ptr, n, k, d,
-                 SHARED: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, BLOCK_D: tl.constexpr):
-    rows = tl.program_id(0) * BLOCK_N + tl.arange(0, BLOCK_N)
+def _query_gradient(q_ptr, t_ptr, ids_ptr, g_ptr, out_ptr, B, C, E, d,
+                    SHARED: tl.constexpr, BLOCK_B: tl.constexpr, BLOCK_C: tl.constexpr, BLOCK_D: tl.constexpr):
+    rows = (tl.program_id(0) * BLOCK_B + tl.arange(0, BLOCK_B)).to(tl.int64)
     dims = tl.program_id(1) * BLOCK_D + tl.arange(0, BLOCK_D)
-    row_ok = rows < n
+    row_ok = rows < B
     dim_ok = dims < d
     width = 2 * d
-    x_mask = row_ok[:, None] & dim_ok[None, :]
-    x_re = tl.load(x_ptr + rows[:, None] * width + dims[None, :], mask=x_mask, other=0.0)
-    x_im = tl.load(x_ptr + rows[:, None] * width + d + dims[None, :], mask=x_mask, other=0.0)
-    acc_re = tl.zeros([BLOCK_N, BLOCK_D], dtype=out_ptr.dtype.element_ty)
-    acc_im = tl.zeros([BLOCK_N, BLOCK_D], dtype=out_ptr.dtype.element_ty)
-    for k0 in range(0, k, BLOCK_K):
-        cols = k0 + tl.arange(0, BLOCK_K)
-        col_ok = cols < k
+    q_mask = row_ok[:, None] & dim_ok[None, :]
+    q_re = tl.load(q_ptr + rows[:, None] * width + dims[None, :], mask=q_mask, other=0.0)
+    q_im = tl.load(q_ptr + rows[:, None] * width + d + dims[None, :], mask=q_mask, other=0.0)
+    acc_re = tl.zeros([BLOCK_B, BLOCK_D], dtype=out_ptr.dtype.element_ty)
+    acc_im = tl.zeros([BLOCK_B, BLOCK_D], dtype=out_ptr.dtype.element_ty)
+    for c0 in range(0, C, BLOCK_C):
+        cols = c0 + tl.arange(0, BLOCK_C)
+        col_ok = cols < C
         pair_ok = row_ok[:, None] & col_ok[None, :]
         if SHARED:
             ids = tl.load(ids_ptr + cols, mask=col_ok, other=0)[None, :]
-            id_ok = col_ok[None, :]
+            id_ok = col_ok[None, :] & (ids >= 0) & (ids < E)
         else:
-            ids = tl.load(ids_ptr + rows[:, None] * k + cols[None, :], mask=pair_ok, other=0)
-            id_ok = pair_ok
-        g = tl.load(g_ptr + rows[:, None] * k + cols[None, :], mask=pair_ok, other=0.0)
-        y_mask = id_ok[:, :, None] & dim_ok[None, None, :]
-        y_at = y_ptr + ids[:, :, None] * width + dims[None, None, :]
-        u = x_re[:, None, :] - tl.load(y_at, mask=y_mask, other=0.0)
-        v = x_im[:, None, :] - tl.load(y_at + d, mask=y_mask, other=0.0)
+            ids = tl.load(ids_ptr + rows[:, None] * C + cols[None, :], mask=pair_ok, other=0)
+            id_ok = pair_ok & (ids >= 0) & (ids < E)
+        g = tl.load(g_ptr + rows[:, None] * C + cols[None, :], mask=pair_ok, other=0.0)
+        t_mask = id_ok[:, :, None] & dim_ok[None, None, :]
+        t_at = t_ptr + ids[:, :, None] * width + dims[None, None, :]
+        u = q_re[:, None, :] - tl.load(t_at, mask=t_mask, other=0.0)
+        v = q_im[:, None, :] - tl.load(t_at + d, mask=t_mask, other=0.0)
         m = tl.sqrt(u * u + v * v)
-        factor = tl.where(m > 0, g[:, :, None] / tl.where(m > 0, m, 1.0), 0.0)
+        factor = tl.where(t_mask & (m > 0), g[:, :, None] / tl.where(m > 0, m, 1.0), 0.0)
         acc_re += tl.sum(factor * u, axis=1)
         acc_im += tl.sum(factor * v, axis=1)
-    tl.store(out_ptr + rows[:, None] * width + dims[None, :], acc_re, mask=x_mask)
-    tl.store(out_ptr + rows[:, None] * width + d + dims[None, :], acc_im, mask=x_mask)
+    tl.store(out_ptr + rows[:, None] * width + dims[None, :], acc_re, mask=q_mask)
+    tl.store(out_ptr + rows[:, None] * width + d + dims[None, :], acc_im, mask=q_mask)
+
+
+def _table_gradient(q_ptr, t_ptr, order_ptr, starts_ptr, g_ptr, out_ptr, B, C, E, d,
+                    SHARED: tl.constexpr, BLOCK_P: tl.constexpr, BLOCK_D: tl.constexpr):
+    # Program (e, slice): the pairs of entity e are entries starts[e] … starts[e + 1] − 1 of
+    # ``order``: flat positions b·C + c (per query), or columns c each paired with all B queries
+    # (shared; walked as virtual pairs j = entry·B + b).
+    e = tl.program_id(0).to(tl.int64)
+    dims = tl.program_id(1) * BLOCK_D + tl.arange(0, BLOCK_D)
+    dim_ok = dims < d
+    width = 2 * d
+    t_re = tl.load(t_ptr + e * width + dims, mask=dim_ok, other=0.0)
+    t_im = tl.load(t_ptr + e * width + d + dims, mask=dim_ok, other=0.0)
+    start = tl.load(starts_ptr + e)
+    end = tl.load(starts_ptr + e + 1)
+    if SHARED:
+        start = start * B
+        end = end * B
+    acc_re = tl.zeros([BLOCK_D], dtype=out_ptr.dtype.element_ty)
+    acc_im = tl.zeros([BLOCK_D], dtype=out_ptr.dtype.element_ty)
+    for p0 in range(start, end, BLOCK_P):
+        j = p0 + tl.arange(0, BLOCK_P)
+        ok = j < end
+        if SHARED:
+            col = tl.load(order_ptr + j // B, mask=ok, other=0)
+            row = j % B
+            flat = row * C + col
+        else:
+            flat = tl.load(order_ptr + j, mask=ok, other=0)
+            row = flat // C
+        g = tl.load(g_ptr + flat, mask=ok, other=0.0)
+        mask = ok[:, None] & dim_ok[None, :]
+        q_at = q_ptr + row[:, None] * width + dims[None, :]
+        u = tl.load(q_at, mask=mask, other=0.0) - t_re[None, :]
+        v = tl.load(q_at + d, mask=mask, other=0.0) - t_im[None, :]
+        m = tl.sqrt(u * u + v * v)
+        factor = tl.where(mask & (m > 0), g[:, None] / tl.where(m > 0, m, 1.0), 0.0)
+        acc_re += tl.sum(factor * u, axis=0)
+        acc_im += tl.sum(factor * v, axis=0)
+    tl.store(out_ptr + e * width + dims, 0.0 - acc_re, mask=dim_ok)
+    tl.store(out_ptr + e * width + d + dims, 0.0 - acc_im, mask=dim_ok)
+
+
+def _configs(kernel: str, interpret: bool) -> list[Any]:
+    if interpret:
+        rows = [INTERPRETER_CONFIGS[kernel]]
+    else:
+        rows = {"distance": DISTANCE_CONFIGS, "query_gradient": QUERY_GRADIENT_CONFIGS,
+                "table_gradient": TABLE_GRADIENT_CONFIGS}[kernel]
+    names = ("BLOCK_P", "BLOCK_D") if kernel == "table_gradient" else ("BLOCK_B", "BLOCK_C", "BLOCK_D")
+    return [triton.Config(dict(zip(names, row[:-1])), num_warps=row[-1]) for row in rows]
 
 
 @functools.cache
-def _jitted(interpret: bool) -> tuple[triton.JITFunction, triton.JITFunction]:
-    # ``triton.jit`` reads TRITON_INTERPRET when it wraps a function: one pair per setting.
-    del interpret  # only the cache key
-    return triton.jit(_dist_kernel), triton.jit(_grad_kernel)
+def kernels(interpret: bool) -> dict[str, Any]:
+    """The three autotuned kernels, jitted for one ``TRITON_INTERPRET`` setting (read by ``triton.jit``)."""
+    return {
+        name: triton.autotune(configs=_configs(name, interpret), key=KEY)(triton.jit(fn))
+        for name, fn in (("distance", _distance), ("query_gradient", _query_gradient),
+                         ("table_gradient", _table_gradient))
+    }
 
 
-def _kernels() -> tuple[triton.JITFunction, triton.JITFunction]:
+def _kernels() -> dict[str, Any]:
     if triton is None:
-        raise ImportError("the Triton backend needs triton: pip install 'lightning-kge[gpu]'")
-    return _jitted(os.environ.get("TRITON_INTERPRET", "0") not in ("", "0"))
+        raise ImportError(f"the triton backend needs triton ({_IMPORT_ERROR}): pip install 'lightning-kge[gpu]'")
+    return kernels(interpreting())
 
 
-def dist(x: Tensor, y: Tensor, ids: Tensor) -> Tensor:
-    """``(n, k)`` distances of rows ``x`` to rows ``y[ids]``; ids ``(n, k)`` or shared ``(k,)``."""
+def forward(query: Tensor, table: Tensor, ids: Tensor) -> Tensor:
+    """``(B, C)`` distances of ``query`` rows to ``table[ids]``; ``ids`` is ``(B, C)`` or shared ``(C,)``."""
     shared = ids.dim() == 1
-    n, k, d = x.shape[0], ids.shape[-1], x.shape[1] // 2
-    out = x.new_empty(n, k)
+    B, C, E, d = query.shape[0], ids.shape[-1], table.shape[0], query.shape[1] // 2
+    out = query.new_empty(B, C)
     if out.numel() == 0:
-        return out.zero_()
-    block_n, block_k, block_d = DIST_TILE[shared]
-    grid = (triton.cdiv(n, block_n), triton.cdiv(k, block_k))
-    _kernels()[0][grid](x, y, ids, out, n, k, d, SHARED=shared, BLOCK_N=block_n, BLOCK_K=block_k, BLOCK_D=block_d)
-    return out
-
-
-def grad(x: Tensor, y: Tensor, ids: Tensor, g: Tensor) -> Tensor:
-    """``(n, 2d)`` rows ``Σ_j g[a, j] · ∂|x[a] − y[ids[a, j]]| / ∂x[a]``; ``g`` is ``(n, k)``."""
-    shared = ids.dim() == 1
-    n, k, d = x.shape[0], ids.shape[-1], x.shape[1] // 2
-    out = torch.zeros_like(x)
-    if n == 0 or k == 0:
         return out
-    block_n, block_k, block_d = GRAD_TILE[shared]
-    grid = (triton.cdiv(n, block_n), triton.cdiv(d, block_d))
-    _kernels()[1][grid](
-        x, y, ids, g.contiguous(), out, n, k, d, SHARED=shared, BLOCK_N=block_n, BLOCK_K=block_k, BLOCK_D=block_d
-    )
+    grid = lambda meta: (triton.cdiv(B, meta["BLOCK_B"]), triton.cdiv(C, meta["BLOCK_C"]))  # noqa: E731
+    _kernels()["distance"][grid](query, table, ids, out, B, C, E, d, SHARED=shared)
     return out
 
 
-class TritonBackend:
-    """Forward and backward of the three index modes with the two Triton kernels."""
-
-    def __init__(self) -> None:
-        _kernels()  # raises ImportError without triton
-
-    def shared_forward(self, q: Tensor, table: Tensor, ids: Tensor) -> Tensor:
-        return dist(q, table, ids)
-
-    def shared_backward(
-        self, q: Tensor, table: Tensor, ids: Tensor, g: Tensor, need_q: bool, need_table: bool
-    ) -> tuple[Tensor | None, Tensor | None]:
-        grad_q = grad(q, table, ids, g) if need_q else None
-        grad_table = None
-        if need_table:
-            rows = torch.arange(q.shape[0], device=q.device)
-            part = grad(table[ids], q, rows, g.t())
-            grad_table = torch.zeros_like(table).index_add_(0, ids, part)
-        return grad_q, grad_table
-
-    def per_query_forward(self, q: Tensor, table: Tensor, index: Tensor) -> Tensor:
-        return dist(q, table, index)
-
-    def per_query_backward(
-        self, q: Tensor, table: Tensor, index: Tensor, g: Tensor, need_q: bool, need_table: bool
-    ) -> tuple[Tensor | None, Tensor | None]:
-        grad_q = grad(q, table, index, g) if need_q else None
-        grad_table = None
-        if need_table:
-            grad_table = torch.zeros_like(table)
-            if index.numel():
-                entity, query, weight = group_by_entity(index, g, 32)
-                grad_table.index_add_(0, entity, grad(table[entity], q, query, weight))
-        return grad_q, grad_table
+def backward(
+    grad: Tensor, query: Tensor, table: Tensor, ids: Tensor, need_query: bool, need_table: bool
+) -> tuple[Tensor, Tensor]:
+    """``(∂L/∂query, ∂L/∂table)`` given ``grad = ∂L/∂D`` (contiguous); an unneeded one is empty."""
+    shared = ids.dim() == 1
+    B, C, E, d = query.shape[0], ids.shape[-1], table.shape[0], query.shape[1] // 2
+    grad_query, grad_table = query.new_empty(0), table.new_empty(0)
+    if need_query:
+        grad_query = torch.empty_like(query)
+        if B * C == 0:
+            grad_query.zero_()
+        else:
+            grid = lambda meta: (triton.cdiv(B, meta["BLOCK_B"]), triton.cdiv(d, meta["BLOCK_D"]))  # noqa: E731
+            _kernels()["query_gradient"][grid](query, table, ids, grad, grad_query, B, C, E, d, SHARED=shared)
+    if need_table:
+        grad_table = torch.empty_like(table)
+        sorted_ids, order = torch.sort(ids.reshape(-1), stable=True)
+        starts = torch.searchsorted(sorted_ids, torch.arange(E + 1, device=ids.device, dtype=ids.dtype))
+        if E:
+            grid = lambda meta: (E, triton.cdiv(d, meta["BLOCK_D"]))  # noqa: E731
+            _kernels()["table_gradient"][grid](query, table, order, starts, grad, grad_table, B, C, E, d,
+                                               SHARED=shared)
+    return grad_query, grad_table

@@ -5,7 +5,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from lightning_kge.kernels.rotate_distance import rotate_distance
+from lightning_kge.errors import require
+from lightning_kge.kernels.rotate_distance import BACKENDS, rotate_distance
 from lightning_kge.models.base import DEFAULT_DIM, DEFAULT_GAMMA, KGEModel
 from lightning_kge.models.functional import complex_halves, complex_product
 
@@ -27,10 +28,9 @@ class RotatE(KGEModel):
         num_relations: ``R``.
         dim: complex dimension ``d`` (the paper's ``hidden_dim``).
         gamma: the margin ``γ``.
-        compile: let the distance use compiled CPU kernels: the native C kernels (built once
-            with the system C compiler), else ``torch.compile`` kernels where a call is large
-            enough to repay compiling (``False``: eager torch chunks only).
-            Kept as ``self._compile``, since ``nn.Module.compile`` owns the public name.
+        distance_backend: what computes the distance: ``native`` (C++ kernels, CPU),
+            ``triton`` (CUDA), ``reference`` (plain eager torch, the oracle) or ``auto`` (triton
+            on CUDA, native on CPU, else the reference with a warning saying why).
     """
 
     entity_multiple = 2
@@ -41,10 +41,12 @@ class RotatE(KGEModel):
         num_relations: int,
         dim: int = DEFAULT_DIM,
         gamma: float = DEFAULT_GAMMA,
-        compile: bool = True,  # noqa: A002 - the config key users set (model.compile)
+        distance_backend: str = "auto",
     ) -> None:
+        require(distance_backend in BACKENDS, "distance_backend", distance_backend,
+                "one of " + ", ".join(repr(b) for b in BACKENDS))
         super().__init__(num_entities, num_relations, dim, gamma)
-        self._compile = compile
+        self.distance_backend = distance_backend
 
     def relation_rotation(self, r: Tensor) -> tuple[Tensor, Tensor]:
         """``(cos θ_r, sin θ_r)``, each ``(B, dim)``."""
@@ -58,5 +60,4 @@ class RotatE(KGEModel):
         return complex_product(complex_halves(self.entity(t)), self.relation_rotation(r), conjugate=True)
 
     def score_candidates(self, query: Tensor, index: Tensor | None) -> Tensor:
-        compiled = None if self._compile else False
-        return self.gamma - rotate_distance(query, self.entity.weight, index, compiled=compiled)
+        return self.gamma - rotate_distance(query, self.entity.weight, index, backend=self.distance_backend)

@@ -52,7 +52,7 @@ class Corruption:
         if head_probability is None:
             raise ValueError("side='bernoulli' needs the head-corruption probability of each relation")
         draw = torch.rand(positives.shape[0], generator=generator, device=positives.device)
-        return draw < head_probability.to(positives.device)[positives[:, 1]]
+        return draw < head_probability[positives[:, 1]]
 
     def corrupt(self, positives: Tensor, weight: Tensor, step: int, index: TripleIndex,
                 head_probability: Tensor | None = None, generator: torch.Generator | None = None) -> NegativeBatch:
@@ -64,7 +64,8 @@ class Corruption:
             step: the training step (chooses the side under ``alternate``).
             index: the known training triples (on the same device).
             head_probability: ``(R,)`` per-relation probability of replacing the head
-                (:func:`~lightning_kge.data.statistics.head_corruption_probability`); for ``bernoulli``.
+                (:func:`~lightning_kge.data.statistics.head_corruption_probability`), on the
+                positives' device; for ``bernoulli``.
             generator: the random generator of this step.
         """
         corrupt_head = self.sides(positives, step, head_probability, generator)

@@ -1,0 +1,223 @@
+// Native CPU kernels of the RotatE distance, built and loaded by rotate_native.py.
+//
+// Rows are real pairs [re_1 .. re_h, im_1 .. im_h]; the distance of a query row x and a table row
+// t is sum_i sqrt((x_re,i - t_re,i)^2 + (x_im,i - t_im,i)^2).
+//
+// The (query, candidate) pairs of a call are grouped by entity with a stable counting sort of the
+// ids: entity e owns the entries entry[start[e]] .. entry[start[e + 1] - 1]. An entry is
+//   - per-query ids (B, C): a flat output position p = b * C + c, whose query is b = p / C;
+//   - shared ids (C,): a column c, paired with every query b (positions b * C + c).
+// Entities are split among torch's intra-op threads (at::parallel_for). An entity reads its table
+// row once (it stays in L1 while its queries stream past; the queries are few and stay in L2/L3),
+// so a pass reads every used table row once instead of once per pair.
+//
+// Backward, with G = dL/dD, u = x_re - t_re, v = x_im - t_im, m = |u + iv|, f = G / m (0 where
+// m = 0):
+//   grad_query[b] += f * (u, v)   summed over the pairs of query b,
+//   grad_table[e]  = -sum of f * (u, v) over the pairs of entity e (0 for unused rows),
+// both from one evaluation of m and f per pair and dimension. Each thread adds its query
+// gradients to its own slice of a (threads, B, 2h) buffer, summed at the end; each table row is
+// written by the one thread that owns its entity, so every row is written and none twice.
+#include <ATen/Parallel.h>
+#include <ATen/core/Tensor.h>
+#include <ATen/ops/empty.h>
+#include <ATen/ops/sum.h>
+#include <ATen/ops/zeros.h>
+#include <torch/library.h>
+
+#include <cmath>
+#include <cstdint>
+#include <tuple>
+#include <vector>
+
+namespace {
+
+constexpr int64_t kSerialWork = 1 << 15;  // pairs x dimensions below which one thread does it all
+
+struct Groups {
+  std::vector<int64_t> start;  // E + 1 offsets into entry
+  std::vector<int64_t> entry;  // positions (per-query) or columns (shared), grouped by entity
+};
+
+Groups group_by_entity(const at::Tensor& ids, int64_t num_entities) {
+  const int64_t n = ids.numel();
+  const int64_t* id = ids.data_ptr<int64_t>();
+  Groups g;
+  g.start.assign(num_entities + 1, 0);
+  g.entry.resize(n);
+  for (int64_t i = 0; i < n; ++i) {
+    TORCH_CHECK_INDEX(id[i] >= 0 && id[i] < num_entities, "candidate id ", id[i],
+                      " lies outside [0, ", num_entities, "): ids must index rows of the table");
+    ++g.start[id[i] + 1];
+  }
+  for (int64_t e = 0; e < num_entities; ++e) g.start[e + 1] += g.start[e];
+  std::vector<int64_t> next(g.start.begin(), g.start.end() - 1);
+  for (int64_t i = 0; i < n; ++i) g.entry[next[id[i]]++] = i;
+  return g;
+}
+
+template <typename T>
+inline T distance(const T* __restrict__ x, const T* __restrict__ t, int64_t h) {
+  T acc = 0;
+#pragma omp simd reduction(+ : acc)
+  for (int64_t i = 0; i < h; ++i) {
+    T u = x[i] - t[i], v = x[i + h] - t[i + h];
+    acc += std::sqrt(u * u + v * v);
+  }
+  return acc;
+}
+
+// Adds g * d|x - t| / dx to gx and to acc (the caller negates acc for t).
+template <typename T>
+inline void gradient(const T* __restrict__ x, const T* __restrict__ t, T g, T* __restrict__ gx,
+                     T* __restrict__ acc, int64_t h) {
+#pragma omp simd
+  for (int64_t i = 0; i < h; ++i) {
+    T u = x[i] - t[i], v = x[i + h] - t[i + h];
+    T m = std::sqrt(u * u + v * v);
+    T f = g / (m > 0 ? m : T(1));  // selects, not branches: vectorised without masks
+    f = m > 0 ? f : T(0);
+    T fu = f * u, fv = f * v;
+    gx[i] += fu;
+    gx[i + h] += fv;
+    acc[i] += fu;
+    acc[i + h] += fv;
+  }
+}
+
+void check(const at::Tensor& query, const at::Tensor& table, const at::Tensor& ids) {
+  TORCH_CHECK(query.device().is_cpu() && table.device().is_cpu() && ids.device().is_cpu(),
+              "the native RotatE kernels take CPU tensors");
+  TORCH_CHECK(query.dim() == 2 && table.dim() == 2 && query.size(1) == table.size(1) &&
+                  query.size(1) % 2 == 0,
+              "query (B, 2d) and table (E, 2d) must share an even width");
+  TORCH_CHECK(query.scalar_type() == table.scalar_type() &&
+                  (query.scalar_type() == at::kFloat || query.scalar_type() == at::kDouble),
+              "query and table must both be float32 or both float64");
+  TORCH_CHECK(query.is_contiguous() && table.is_contiguous() && ids.is_contiguous(),
+              "the native RotatE kernels take contiguous tensors");
+  TORCH_CHECK(ids.scalar_type() == at::kLong, "ids must be int64");
+  TORCH_CHECK(ids.dim() == 1 || (ids.dim() == 2 && ids.size(0) == query.size(0)),
+              "ids must be (B, C) or (C,)");
+}
+
+int64_t grain(int64_t pairs, int64_t h, int64_t num_entities) {
+  return pairs * h < kSerialWork ? num_entities + 1 : 1;
+}
+
+template <typename T>
+void forward_kernel(const T* q, const T* t, const Groups& g, bool shared, int64_t rows, int64_t cols,
+                    int64_t h, int64_t num_entities, T* out) {
+  const int64_t w = 2 * h;
+  at::parallel_for(0, num_entities, grain(rows * cols, h, num_entities), [&](int64_t e0, int64_t e1) {
+    for (int64_t e = e0; e < e1; ++e) {
+      const T* row = t + e * w;
+      for (int64_t j = g.start[e]; j < g.start[e + 1]; ++j) {
+        const int64_t p = g.entry[j];
+        if (shared) {
+          for (int64_t b = 0; b < rows; ++b) out[b * cols + p] = distance(q + b * w, row, h);
+        } else {
+          out[p] = distance(q + (p / cols) * w, row, h);
+        }
+      }
+    }
+  });
+}
+
+// grad_query_parts: (threads, rows, 2h) zeros, or null (no query gradient); grad_table:
+// (num_entities, 2h), every row written, or null (no table gradient).
+template <typename T>
+void backward_kernel(const T* q, const T* t, const T* grad, const Groups& g, bool shared, int64_t rows,
+                     int64_t cols, int64_t h, int64_t num_entities, int64_t threads,
+                     T* grad_query_parts, T* grad_table) {
+  const int64_t w = 2 * h;
+  at::parallel_for(0, num_entities, grain(rows * cols, h, num_entities), [&](int64_t e0, int64_t e1) {
+    const int64_t tid = at::get_thread_num();
+    TORCH_INTERNAL_ASSERT(tid < threads, "thread ", tid, " of ", threads);
+    std::vector<T> acc(w), sink(grad_query_parts ? 0 : w);
+    // Without a query gradient, every query's terms go to one row that is never read.
+    T* gq = grad_query_parts ? grad_query_parts + tid * rows * w : sink.data();
+    const int64_t qstride = grad_query_parts ? w : 0;
+    for (int64_t e = e0; e < e1; ++e) {
+      const T* row = t + e * w;
+      std::fill(acc.begin(), acc.end(), T(0));
+      for (int64_t j = g.start[e]; j < g.start[e + 1]; ++j) {
+        const int64_t p = g.entry[j];
+        if (shared) {
+          for (int64_t b = 0; b < rows; ++b)
+            gradient(q + b * w, row, grad[b * cols + p], gq + b * qstride, acc.data(), h);
+        } else {
+          const int64_t b = p / cols;
+          gradient(q + b * w, row, grad[p], gq + b * qstride, acc.data(), h);
+        }
+      }
+      if (grad_table != nullptr) {
+        T* out = grad_table + e * w;
+        const T* a = acc.data();
+#pragma omp simd
+        for (int64_t i = 0; i < w; ++i) out[i] = T(0) - a[i];
+      }
+    }
+  });
+}
+
+at::Tensor rotate_forward(const at::Tensor& query, const at::Tensor& table, const at::Tensor& ids) {
+  check(query, table, ids);
+  const bool shared = ids.dim() == 1;
+  const int64_t rows = query.size(0), cols = ids.size(-1), h = query.size(1) / 2;
+  const int64_t num_entities = table.size(0);
+  at::Tensor out = at::empty({rows, cols}, query.options());
+  if (out.numel() == 0) return out;
+  const Groups g = group_by_entity(ids, num_entities);
+  if (query.scalar_type() == at::kFloat) {
+    forward_kernel(query.data_ptr<float>(), table.data_ptr<float>(), g, shared, rows, cols, h, num_entities,
+                   out.data_ptr<float>());
+  } else {
+    forward_kernel(query.data_ptr<double>(), table.data_ptr<double>(), g, shared, rows, cols, h, num_entities,
+                   out.data_ptr<double>());
+  }
+  return out;
+}
+
+std::tuple<at::Tensor, at::Tensor> rotate_backward(const at::Tensor& grad, const at::Tensor& query,
+                                                   const at::Tensor& table, const at::Tensor& ids,
+                                                   bool need_query, bool need_table) {
+  check(query, table, ids);
+  const bool shared = ids.dim() == 1;
+  const int64_t rows = query.size(0), cols = ids.size(-1), w = query.size(1), h = w / 2;
+  const int64_t num_entities = table.size(0);
+  TORCH_CHECK(grad.dim() == 2 && grad.size(0) == rows && grad.size(1) == cols && grad.is_contiguous() &&
+                  grad.scalar_type() == query.scalar_type(),
+              "grad must be a contiguous (B, C) tensor of the query's dtype");
+  const int64_t threads = at::get_num_threads();
+  at::Tensor parts = at::zeros({need_query ? threads : 0, rows, w}, query.options());
+  at::Tensor grad_table = need_table ? at::empty({num_entities, w}, table.options()) : at::empty({0}, table.options());
+  if (need_query || need_table) {
+    const Groups g = group_by_entity(ids, num_entities);
+    if (query.scalar_type() == at::kFloat) {
+      backward_kernel(query.data_ptr<float>(), table.data_ptr<float>(), grad.data_ptr<float>(), g, shared, rows,
+                      cols, h, num_entities, threads, need_query ? parts.data_ptr<float>() : nullptr,
+                      need_table ? grad_table.data_ptr<float>() : nullptr);
+    } else {
+      backward_kernel(query.data_ptr<double>(), table.data_ptr<double>(), grad.data_ptr<double>(), g, shared,
+                      rows, cols, h, num_entities, threads, need_query ? parts.data_ptr<double>() : nullptr,
+                      need_table ? grad_table.data_ptr<double>() : nullptr);
+    }
+  }
+  if (!need_query) return {at::empty({0}, query.options()), grad_table};
+  return {threads == 1 ? parts[0] : parts.sum(0), grad_table};
+}
+
+}  // namespace
+
+TORCH_LIBRARY(lightning_kge_native, m) {
+  m.def("rotate_forward(Tensor query, Tensor table, Tensor ids) -> Tensor");
+  m.def(
+      "rotate_backward(Tensor grad, Tensor query, Tensor table, Tensor ids, bool need_query, "
+      "bool need_table) -> (Tensor, Tensor)");
+}
+
+TORCH_LIBRARY_IMPL(lightning_kge_native, CPU, m) {
+  m.impl("rotate_forward", &rotate_forward);
+  m.impl("rotate_backward", &rotate_backward);
+}
