@@ -134,7 +134,7 @@ def brute_force_top_k(model, query_ids, side: str, k: int, exclude: set) -> list
 @pytest.mark.parametrize("side", ["tail", "head"])
 def test_top_k_in_chunks_equals_a_brute_force_sort(side: str) -> None:
     torch.manual_seed(0)
-    model = RotatE(23, 4, dim=5, gamma=3.0, compile=False)
+    model = RotatE(23, 4, dim=5, gamma=3.0)
     query_ids = torch.stack([torch.randint(23, (6,)), torch.randint(4, (6,))], 1)
     e, r = query_ids.unbind(1)
     query = model.tail_query(e, r) if side == "tail" else model.head_query(r, e)

@@ -52,7 +52,7 @@ def test_short_run_writes_a_checkpoint_and_beats_the_untrained_model(tmp_path: P
 def test_entry_point_works_after_a_non_editable_install(tmp_path: Path) -> None:
     source = tmp_path / "source"  # build from a copy: setuptools writes build/ into the tree
     source.mkdir()
-    for name in ("pyproject.toml", "README.md", "lightning_kge", "conf"):
+    for name in ("pyproject.toml", "README.md", "lightning_kge", "conf", "hydra_plugins"):
         if (REPO / name).is_dir():
             shutil.copytree(REPO / name, source / name, ignore=shutil.ignore_patterns("__pycache__"))
         elif (REPO / name).is_file():

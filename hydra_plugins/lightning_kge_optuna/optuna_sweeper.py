@@ -13,15 +13,14 @@ syntax under ``hydra.sweeper.params``:
 
 The best trial goes to ``<sweep dir>/optimization_results.yaml`` and to the log. This module is
 imported by every Hydra application (plugin discovery), so it imports neither Optuna nor torch
-at the top.
+at the top, nor ``from __future__ import annotations``: Hydra's plugin scan runs the module
+without entering it in ``sys.modules``, where a dataclass with string annotations fails.
 """
-
-from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Dict, List, Optional, Tuple, Union
 
 from hydra.core.config_store import ConfigStore
 from hydra.core.override_parser.overrides_parser import OverridesParser
@@ -47,9 +46,9 @@ class OptunaSweeperConf:
     direction: str = "maximize"
     n_trials: int = 20
     sampler: Any = field(default_factory=lambda: {"_target_": "optuna.samplers.TPESampler", "seed": 0})
-    study_name: Any = None
-    storage: Any = None
-    params: dict[str, str] = field(default_factory=dict)
+    study_name: Optional[str] = None
+    storage: Optional[str] = None
+    params: Dict[str, str] = field(default_factory=dict)
 
 
 ConfigStore.instance().store(group="hydra/sweeper", name="lightning_kge_optuna", node=OptunaSweeperConf,
@@ -73,7 +72,7 @@ class OptunaSweeper(Sweeper):
         self.direction, self.n_trials, self.sampler = direction, n_trials, sampler
         self.study_name, self.storage = study_name, storage
         self.params = dict(params or {})
-        self.config: DictConfig | None = None
+        self.config: Optional[DictConfig] = None
 
     def setup(self, *, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig) -> None:
         self.config, self.hydra_context = config, hydra_context
@@ -81,7 +80,7 @@ class OptunaSweeper(Sweeper):
             hydra_context=hydra_context, task_function=task_function, config=config
         )
 
-    def sweep(self, arguments: list[str]) -> Any:
+    def sweep(self, arguments: List[str]) -> Any:
         from lightning_kge.errors import UserError
         from lightning_kge.extras import require_package
 
@@ -125,28 +124,33 @@ def register() -> None:
     Plugins.instance().register(OptunaSweeper)
 
 
-def search_space(overrides: list[str]) -> tuple[dict[str, Any], list[str]]:
+def search_space(overrides: List[str]) -> Tuple[Dict[str, Any], List[str]]:
     """Split overrides into a search space (name -> interval or list of choices) and fixed ones.
 
+    A later override of the same key replaces an earlier one: a value given on the command line
+    takes a parameter out of the configured search space.
+
     Example:
-        >>> space, fixed = search_space(["a=tag(log, interval(0.001, 0.1))", "b=choice(1, 2)", "c=3"])
-        >>> space["a"].tags, space["b"], fixed
-        ({'log'}, [1, 2], ['c=3'])
+        >>> space, fixed = search_space(["a=tag(log, interval(0.001, 0.1))", "b=choice(1, 2)", "c=3", "b=5"])
+        >>> space["a"].tags, list(space), fixed
+        ({'log'}, ['a'], ['c=3', 'b=5'])
     """
-    space: dict[str, Any] = {}
-    fixed: list[str] = []
+    space: Dict[str, Any] = {}
+    fixed: Dict[str, str] = {}
     for override in OverridesParser.create().parse_overrides(overrides):
         name = override.get_key_element()
+        space.pop(name, None)
+        fixed.pop(name, None)
         if not override.is_sweep_override():
-            fixed.append(f"{name}={override.get_value_element_as_str()}")
+            fixed[name] = f"{name}={override.get_value_element_as_str()}"
         elif override.is_interval_sweep():
             space[name] = override.value()
         else:  # choice(...) or range(...): one of its values
             space[name] = list(override.sweep_iterator(transformer=Transformer.encode))
-    return space, fixed
+    return space, list(fixed.values())
 
 
-def suggest(trial: Any, name: str, value: IntervalSweep | list[Any]) -> Any:
+def suggest(trial: Any, name: str, value: Union[IntervalSweep, List[Any]]) -> Any:
     """The trial's value of ``name``: from an interval (log-uniform with the ``log`` tag) or choices."""
     if isinstance(value, list):
         return trial.suggest_categorical(name, value)
