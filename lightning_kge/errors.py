@@ -126,7 +126,7 @@ def reports_user_errors(function: F) -> F:
         except UserError as error:
             if os.environ.get("HYDRA_FULL_ERROR", "0") not in ("", "0"):
                 raise
-            print(error.line(), file=sys.stderr, flush=True)
+            print(UserError.line(error), file=sys.stderr, flush=True)  # not error.line(): TripleFileError.line is its line number
             raise SystemExit(EXIT_STATUS) from None
 
     return wrapper  # type: ignore[return-value]
