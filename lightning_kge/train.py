@@ -6,25 +6,36 @@ Only the entry points touch Hydra: :func:`train` builds the plain objects from a
 
 from __future__ import annotations
 
+import functools
+import json
+import math
+import warnings
 from pathlib import Path
 from typing import Any
 
 import hydra
 import lightning as L
+import torch
 from hydra.core.hydra_config import HydraConfig
 from hydra.errors import InstantiationException
 from hydra.types import RunMode
 from hydra.utils import instantiate
 from lightning.pytorch.strategies.launchers.subprocess_script import _SubprocessScriptLauncher
+from lightning.pytorch.utilities import rank_zero_info
 from omegaconf import DictConfig
 
 from hydra_plugins.lightning_kge_optuna import optuna_sweeper
+from lightning_kge import run_dir
+from lightning_kge.checkpoints import check_resumable, read_checkpoint, require_file
 from lightning_kge.datamodule import KGEDataModule
 from lightning_kge.errors import ArgumentError, UserError, reports_user_errors
 from lightning_kge.extras import require_logger_packages
 from lightning_kge.module import KGEModule
 
 optuna_sweeper.register()  # hydra/sweeper=lightning_kge_optuna, also after an editable install
+
+TEST_WEIGHTS = ("last", "best")
+"""Values of ``test_weights``: the final weights (``last.ckpt``, the paper's protocol) or ``best.ckpt``."""
 
 
 def config_dir() -> Path:
@@ -73,9 +84,27 @@ def build(cfg: DictConfig) -> tuple[KGEModule, KGEDataModule]:
         model=model,
         selection=sampler.selection(),
         graph=datamodule.info,
-        optimizer=instantiate_node(cfg.optimizer, "optimizer"),
+        optimizer=checked_optimizer(instantiate_node(cfg.optimizer, "optimizer"), "optimizer"),
     )
     return module, datamodule
+
+
+def checked_optimizer(factory: Any, key: str) -> Any:
+    """``factory`` (``params -> Optimizer``) once it has built an optimizer; errors name ``key``.
+
+    Its learning rate must be a finite number > 0 (torch accepts 0, which trains nothing), and
+    torch's own checks (negative betas, ...) run now, before any data is loaded or trained on.
+    """
+    lr = factory.keywords.get("lr") if isinstance(factory, functools.partial) else None
+    number = isinstance(lr, (int, float)) and not isinstance(lr, bool)
+    if lr is not None and not (number and math.isfinite(lr) and lr > 0):
+        raise ArgumentError("lr", lr, "a number > 0, e.g. 0.001").at(key)
+    try:
+        factory([torch.nn.Parameter(torch.zeros(1))])
+    except (ValueError, TypeError) as error:
+        raise UserError(f"the optimizer refuses its settings: {error}", f"config key {key}",
+                        f"correct the {key}.* values") from None
+    return factory
 
 
 def build_trainer(cfg: DictConfig) -> L.Trainer:
@@ -90,16 +119,32 @@ def build_trainer(cfg: DictConfig) -> L.Trainer:
 def train(cfg: DictConfig) -> dict[str, float]:
     """Train, then test; returns the metrics of the last validation (``val/…``) and the test metrics.
 
-    The trainer's :class:`~lightning_kge.callbacks.report.TestReport` callback prints the table and
+    With ``cfg.ckpt_path`` the run continues from that checkpoint (global step, optimizer and
+    schedule, the datamodule's position in its batch stream, the checkpoint callback's best
+    score), in the checkpoint's run directory, appending to its CSV log. Before anything is
+    trained, the output directory is refused if it holds another run or cannot be written to.
+    The final test uses the final weights (``test_weights=last``, also in ``checkpoints/last.ckpt``)
+    or ``checkpoints/best.ckpt`` (``test_weights=best``); ``test_weights.json`` says which. The
+    trainer's :class:`~lightning_kge.callbacks.report.TestReport` callback prints the table and
     writes ``metrics.json`` to ``cfg.output_dir`` on global rank zero.
     """
     L.seed_everything(cfg.seed, workers=True)
+    weights = cfg.get("test_weights", "last")
+    if weights not in TEST_WEIGHTS:
+        raise ArgumentError("test_weights", weights, " or ".join(TEST_WEIGHTS), key="test_weights")
+    resume = resume_path(cfg)
     trainer = build_trainer(cfg)
     refuse_relaunch_in_multirun(trainer)
-    module, datamodule = build(cfg)
-    trainer.fit(module, datamodule=datamodule)
-    validated = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("val/")}
-    return {**validated, **test(trainer, module, datamodule)}
+    callback = run_dir.checkpoint_callback(trainer)
+    if weights == "best" and (callback is None or not callback.monitor):
+        raise UserError("test_weights=best needs best.ckpt, which the checkpoint callback writes when it has a monitor",
+                        "config key test_weights",
+                        "set test_weights=last, or keep callbacks.checkpoint with its monitor")
+    with run_dir.claimed(trainer, Path(cfg.output_dir), resume):
+        module, datamodule = build(cfg)
+        fit(trainer, module, datamodule, resume, cfg.seed)
+        validated = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("val/")}
+        return {**validated, **final_test(trainer, module, datamodule, weights, Path(cfg.output_dir))}
 
 
 def objective(metrics: dict[str, float], name: str | None) -> Any:
@@ -120,9 +165,70 @@ def objective(metrics: dict[str, float], name: str | None) -> Any:
     return metrics[name]
 
 
-def test(trainer: L.Trainer, module: KGEModule, datamodule: KGEDataModule) -> dict[str, float]:
-    """Run the test loop and return its ``test/…`` metrics as floats."""
-    results = trainer.test(module, datamodule=datamodule, verbose=False)
+def fit(trainer: L.Trainer, module: KGEModule, datamodule: KGEDataModule, resume: Path | None, seed: int) -> None:
+    """``trainer.fit``, continuing from the checkpoint ``resume`` (checked first) if given."""
+    if resume is not None:
+        checkpoint = read_checkpoint(resume, key="ckpt_path")
+        check_resumable(checkpoint, module, datamodule, str(resume), seed=seed)
+        if trainer.is_global_zero:
+            run_dir.continue_csv_logs(trainer, int(checkpoint.get("global_step", 0)))
+        del checkpoint
+    with warnings.catch_warnings():
+        # Lightning cannot see that the datamodule resumes its batch stream itself (its state_dict
+        # holds the batches consumed), and warns that a mid-epoch resume is unreliable: not so here.
+        warnings.filterwarnings("ignore", message=".*ended before the epoch ended and your dataloader is not resumable")
+        trainer.fit(module, datamodule=datamodule, ckpt_path=None if resume is None else str(resume))
+
+
+def final_test(trainer: L.Trainer, module: KGEModule, datamodule: KGEDataModule, weights: str,
+               output_dir: Path) -> dict[str, float]:
+    """Test the final weights (``weights="last"``) or ``best.ckpt``; write which to ``test_weights.json``."""
+    callback = run_dir.checkpoint_callback(trainer)
+    if weights == "best":
+        assert callback is not None
+        if not callback.best_model_path:
+            raise UserError(
+                f"test_weights=best, but no validation improved {callback.monitor}, so there is no best.ckpt",
+                "config key test_weights",
+                "validate during training (trainer.check_val_every_n_epoch, trainer.val_check_interval) or set "
+                "test_weights=last; checkpoints/last.ckpt holds the final weights",
+            )
+        metrics = test(trainer, module, datamodule, ckpt_path=callback.best_model_path)
+        tested: str | None = callback.best_model_path
+    else:
+        metrics = test(trainer, module, datamodule)
+        last = None if callback is None else callback.dirpath / "last.ckpt"
+        tested = str(last) if last is not None and last.is_file() else None
+    if trainer.is_global_zero:
+        record = {"test_weights": weights, "checkpoint": tested}
+        (output_dir / "test_weights.json").write_text(json.dumps(record, indent=2) + "\n")
+    return metrics
+
+
+def resume_path(cfg: DictConfig) -> Path | None:
+    """The checkpoint to resume from (``cfg.ckpt_path``), checked to exist; may move ``cfg.output_dir``.
+
+    When the checkpoint lies in ``<run>/checkpoints/`` and the configured output directory holds
+    nothing yet (a fresh Hydra run directory), the run continues in ``<run>``: ``cfg.output_dir``
+    is set to it, so the checkpoints, the CSV log and ``metrics.json`` go on in one folder.
+    """
+    value = cfg.get("ckpt_path")
+    if value is None:
+        return None
+    path = require_file(Path(str(value)).expanduser(), key="ckpt_path")  # read (and checked) in fit()
+    run = run_dir.checkpoint_run_dir(path)
+    output = Path(cfg.output_dir)
+    if run is not None and run.resolve() != output.resolve() and run_dir.holds_nothing_yet(output):
+        cfg.output_dir = str(run.resolve())
+        rank_zero_info(f"continuing the run in {cfg.output_dir}")
+    return path
+
+
+def test(
+    trainer: L.Trainer, module: KGEModule, datamodule: KGEDataModule, ckpt_path: str | None = None
+) -> dict[str, float]:
+    """Run the test loop (on the weights of ``ckpt_path`` if given) and return its ``test/…`` metrics as floats."""
+    results = trainer.test(module, datamodule=datamodule, ckpt_path=ckpt_path, verbose=False)
     return {k: float(v) for k, v in results[0].items()} if results else {}
 
 

@@ -135,7 +135,7 @@ def test_a_trainer_argument_given_on_the_command_line_reaches_the_trainer(tmp_pa
 def test_the_logger_and_every_named_callback_reach_the_trainer_and_a_null_entry_drops_one(tmp_path: Path) -> None:
     trainer = build_trainer(compose_with("trainer=cpu", f"output_dir={tmp_path}"))
     kinds = {type(c).__name__ for c in trainer.callbacks}
-    assert {"ModelCheckpoint", "TestReport", "RegionAUCPR"} <= kinds
+    assert {"Checkpoints", "DivergenceGuard", "TestReport", "RegionAUCPR"} <= kinds
     assert isinstance(trainer.logger, CSVLogger) and Path(trainer.logger.log_dir) == tmp_path / "csv"
     trainer = build_trainer(compose_with("trainer=cpu", "callbacks.auc_pr=null", f"output_dir={tmp_path}"))
     assert "RegionAUCPR" not in {type(c).__name__ for c in trainer.callbacks}

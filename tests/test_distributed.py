@@ -38,11 +38,13 @@ def test_ddp_run_reports_once_and_its_checkpoint_evaluates_identically_in_one_pr
 ) -> None:
     """nations has 201 test triples: odd, so a padding sampler would count one query twice."""
     ddp_dir = tmp_path / "ddp"
-    run([*TRAIN, "trainer=ddp_cpu", "trainer.check_val_every_n_epoch=1", f"hydra.run.dir={ddp_dir}"],
-        cwd=tmp_path)
+    # 2 batches per rank and epoch: validation at steps 2, 4, 6; the run ends at step 7, between two
+    run([*TRAIN, "trainer=ddp_cpu", "trainer.check_val_every_n_epoch=1", "trainer.max_steps=7",
+         "callbacks.checkpoint.every_n_steps=7", f"hydra.run.dir={ddp_dir}"], cwd=tmp_path)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["ddp"], "a rank made its own run dir"
     assert len(list(tmp_path.rglob("metrics.json"))) == 1
     [ckpt] = (ddp_dir / "checkpoints").glob("step*.ckpt")  # the named one, passed unquoted
+    assert ckpt.name == "step7.ckpt" and ckpt.read_bytes() == (ddp_dir / "checkpoints" / "last.ckpt").read_bytes()
     single_dir = tmp_path / "single"
     run(["-m", "lightning_kge.evaluate", f"ckpt={ckpt}",
          "trainer=cpu", "trainer.enable_progress_bar=false", f"hydra.run.dir={single_dir}"],
