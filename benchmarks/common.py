@@ -142,6 +142,34 @@ class PeakRSS:
         self.extra = max(0, self.peak - self.start)
 
 
+class PeakMemory:
+    """Peak memory growth inside a ``with`` block on ``device``, in KiB (``extra``), and GPU use.
+
+    On CPU it is :class:`PeakRSS`'s ``extra``; on CUDA the peak of the caching allocator's
+    allocated bytes minus those allocated on entry. ``kernel`` (GPU seconds per step, or
+    ``None``) is for the caller to fill from :func:`kernel_seconds`.
+    """
+
+    def __init__(self, device: str | torch.device = "cpu") -> None:
+        self.device = torch.device(device)
+        self.kernel: float | None = None
+
+    def __enter__(self) -> PeakMemory:
+        if self.device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(self.device)
+            self.start = torch.cuda.memory_allocated(self.device)
+        else:
+            self.rss = PeakRSS().__enter__()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.device.type == "cuda":
+            self.extra = max(0, torch.cuda.max_memory_allocated(self.device) - self.start) // 1024
+        else:
+            self.rss.__exit__(*exc)
+            self.extra = self.rss.extra
+
+
 def _status_kib(field: str) -> int:
     for line in Path("/proc/self/status").read_text().splitlines():
         if line.startswith(field + ":"):
@@ -153,29 +181,31 @@ def gib(kib: int) -> str:
     return f"{kib / 2**20:.2f}"
 
 
-def matmul_gflops(size: int = 2048, repeats: int = 5) -> float:
-    """Measured float32 matmul throughput (GFLOP/s): the machine's arithmetic peak as torch sees it."""
-    a, b = torch.randn(size, size), torch.randn(size, size)
-    seconds = best_time(lambda: a @ b, repeats)
+def matmul_gflops(size: int = 2048, repeats: int = 5, device: str | torch.device = "cpu") -> float:
+    """Measured float32 matmul throughput (GFLOP/s) on ``device``: its arithmetic peak as torch sees it."""
+    a, b = torch.randn(size, size, device=device), torch.randn(size, size, device=device)
+    a @ b
+    seconds = best_time(lambda: (a @ b, synchronize(device)), repeats)
     return 2 * size**3 / seconds / 1e9
 
 
-def vector_gflops(repeats: int = 20) -> float:
+def vector_gflops(repeats: int = 20, device: str | torch.device = "cpu") -> float:
     """Measured throughput (GFLOP/s, 7 flops per element) of the distance's own operation mix.
 
     ``Σ sqrt((a − b)² + (c − e)²)`` over rows that stay in cache, compiled like our kernels, with
-    no gather: an upper bound for what a CPU kernel of this maths can reach here.
+    no gather: an upper bound for what a kernel of this maths can reach on ``device`` (on CUDA,
+    with 2,048 rows a side, enough to fill the GPU).
     """
-    rows, d = 128, 512
+    rows, d = (2048 if torch.device(device).type == "cuda" else 128), 512
 
     def mix(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
         u, v = a[:, None, :d] - b[None, :, :d], a[:, None, d:] - b[None, :, d:]
         return torch.sqrt(u * u + v * v).sum(-1)
 
     compiled = torch.compile(mix, fullgraph=True)
-    a, b = torch.randn(rows, 2 * d), torch.randn(rows, 2 * d)
+    a, b = torch.randn(rows, 2 * d, device=device), torch.randn(rows, 2 * d, device=device)
     compiled(a, b)
-    seconds = best_time(lambda: compiled(a, b), repeats)
+    seconds = best_time(lambda: (compiled(a, b), synchronize(device)), repeats)
     return FORWARD_FLOPS * rows * rows * d / seconds / 1e9
 
 

@@ -174,7 +174,9 @@ class KGEDataModule(L.LightningDataModule):
                 f"use data.last_batch=fill (or keep), or a data.batch_size ≤ {sampler.per_rank}",
             )
         sampler.start = self.train_batches_done
-        return DataLoader(Rows(size), batch_size=None, sampler=sampler)
+        # Pinned ids reach a GPU by a truly asynchronous copy (a pageable one may wait for the stream).
+        pin = trainer is not None and trainer.strategy.root_device.type == "cuda"
+        return DataLoader(Rows(size), batch_size=None, sampler=sampler, pin_memory=pin)
 
     def val_dataloader(self) -> DataLoader:
         return self.eval_dataloader("valid")

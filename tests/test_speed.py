@@ -259,12 +259,13 @@ def test_train_loss_reaches_lightning_only_on_the_steps_its_loggers_write(nation
 class SyncGuard(L.Callback):
     """Turns ``torch.cuda.set_sync_debug_mode("error")`` on for the training steps after ``warmup``.
 
-    The checked window of a step runs from the start of its ``training_step`` to the fetch and
-    corruption of the next batch (which Lightning does before the next step starts). Left out:
-    the warm-up steps (kernels build and autotune, tables move to the device once) and the
-    moments the loggers read logged values back from the device: the trainer's own write right
-    after ``on_train_batch_end`` on its logging steps (every ``log_every_n_steps``), so the mode
-    is off from there to the next step's start, and everything after the last step.
+    The checked window of a step runs from the start of its ``training_step`` through the fetch
+    and corruption of the next batch (which Lightning does before the next step starts). Left
+    out: the warm-up steps (kernels build, Triton autotunes each new batch size once, tables move
+    to the device once: let the warm-up cover a whole epoch, its last partial batch included);
+    the moments the loggers read logged values back from the device, right after
+    ``on_train_batch_end`` of a logging step (every ``log_every_n_steps``), so from there to the
+    next step's start the mode is off; and everything after the last step.
 
     Args:
         warmup: training steps not checked.
@@ -274,23 +275,37 @@ class SyncGuard(L.Callback):
     def __init__(self, warmup: int, set_mode: Callable[[str], None]) -> None:
         self.warmup, self.set_mode = warmup, set_mode
         self.checked: list[int] = []
+        self.on = False
+
+    def switch(self, on: bool) -> None:
+        if on != self.on:
+            self.set_mode("error" if on else "default")
+            self.on = on
 
     def on_train_batch_start(self, trainer: L.Trainer, *args: object) -> None:
         if trainer.global_step >= self.warmup:
             self.checked.append(trainer.global_step)
-            self.set_mode("error")
+            self.switch(True)
 
     def on_train_batch_end(self, trainer: L.Trainer, *args: object) -> None:
         writes = trainer._logger_connector.should_update_logs or trainer.fast_dev_run
         if writes or trainer.global_step >= trainer.max_steps:
-            self.set_mode("default")
+            self.switch(False)
 
     def on_train_end(self, trainer: L.Trainer, *args: object) -> None:
-        self.set_mode("default")
+        self.switch(False)
+
+    def on_exception(self, trainer: L.Trainer, *args: object) -> None:
+        self.switch(False)
 
 
-def guarded_fit(overrides: list[str], set_mode: Callable[[str], None], output: Path, steps: int = 12) -> SyncGuard:
-    """Fit the composed config for ``steps`` steps under a :class:`SyncGuard` of 3 warm-up steps."""
+STEPS, WARMUP = 16, 8
+"""Nations at batch 256 has 7 batches an epoch (6 × 256 + 56): warm-up covers the first epoch, and
+the checked steps 8 to 15 cross the second epoch's end."""
+
+
+def guarded_fit(overrides: list[str], set_mode: Callable[[str], None], output: Path) -> SyncGuard:
+    """Fit the composed config for ``STEPS`` steps under a :class:`SyncGuard` of ``WARMUP`` steps."""
     from hydra import compose, initialize_config_dir
 
     from lightning_kge.train import build, build_trainer
@@ -298,13 +313,13 @@ def guarded_fit(overrides: list[str], set_mode: Callable[[str], None], output: P
     with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
         cfg = compose("config", overrides=[
             "data=nations", "model.dim=8", "sampler.num_negatives=16", "data.batch_size=256",
-            f"trainer.max_steps={steps}", "trainer.log_every_n_steps=5", "trainer.limit_val_batches=0",
+            f"trainer.max_steps={STEPS}", "trainer.log_every_n_steps=5", "trainer.limit_val_batches=0",
             "trainer.num_sanity_val_steps=0", "trainer.enable_progress_bar=false", f"output_dir={output}",
             *overrides,
         ])
     L.seed_everything(0, verbose=False)
     trainer = build_trainer(cfg)
-    guard = SyncGuard(3, set_mode)
+    guard = SyncGuard(WARMUP, set_mode)
     trainer.callbacks.append(guard)
     module, datamodule = build(cfg)
     trainer.fit(module, datamodule=datamodule)
@@ -314,11 +329,9 @@ def guarded_fit(overrides: list[str], set_mode: Callable[[str], None], output: P
 def test_the_sync_guard_checks_every_step_after_warm_up_except_across_log_writes(tmp_path: Path) -> None:
     modes: list[str] = []
     guard = guarded_fit(["trainer=cpu"], modes.append, tmp_path)
-    assert guard.checked == list(range(3, 12))
-    # on at each checked step; off after steps 5 and 10 (their logs are written) and after the last
-    assert modes.count("error") == 9 and modes[-1] == "default"
-    off = [i for i, mode in enumerate(modes) if mode == "default"]
-    assert len(off) == 4  # after steps 5, 10, 12 and at the end of training
+    assert guard.checked == list(range(WARMUP, STEPS))
+    # on from step 8; off after steps 10 and 15 (0-based 9 and 14: their logs are written) and after the last
+    assert modes == ["error", "default"] * 3
 
 
 CONFIGS = {
@@ -340,7 +353,7 @@ def test_cuda_training_steps_never_synchronise_with_the_host(tmp_path: Path, ove
         guard = guarded_fit(["trainer=gpu", *overrides], torch.cuda.set_sync_debug_mode, tmp_path)
     finally:
         torch.cuda.set_sync_debug_mode("default")
-    assert guard.checked == list(range(3, 12))
+    assert guard.checked == list(range(WARMUP, STEPS))
 
 
 # --- benchmarks ----------------------------------------------------------------------------------------------------------
