@@ -387,3 +387,15 @@ def test_step_overhead_benchmark_prints_a_row_per_variant(benchmarks, countries_
         wall, cpu, positives, ratio = (float(x) for x in row.split("|")[2:6])
         assert wall > 0 and cpu > 0 and positives == 90  # countries_tiny: 90 training triples, one batch
     assert table in capsys.readouterr().out
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not HAS_CUDA, reason="needs a CUDA device; none is present here")
+def test_step_overhead_benchmark_runs_on_cuda(benchmarks, countries_tiny: Path) -> None:
+    import step_overhead
+
+    variants = ["configured", "bare", "plain"]
+    table = step_overhead.main(["--data", str(countries_tiny), "--device", "cuda", "--steps", "2", "--repeats", "1",
+                                "--warmup", "2", "--variants", *variants])
+    assert len(table.splitlines()) == 2 + len(variants)
+
