@@ -29,7 +29,8 @@ first steps build kernels, compile, move tables): wall time per step, and this p
 time per step (all threads), which a busy shared machine disturbs less. ``positives/step`` is
 the mean batch in the window: as configured the last batch of each countries epoch has 87
 positives (1,111 = 2 × 512 + 87); ``data.last_batch=fill`` makes every batch 512. Validation
-lies beyond the window.
+lies beyond the window. On a shared, busy machine ``--threads 1`` keeps torch's threads from
+waiting for each other on busy cores (2 threads then cost several times more).
 """
 
 from __future__ import annotations
