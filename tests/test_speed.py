@@ -356,7 +356,7 @@ def test_cuda_training_steps_never_synchronise_with_the_host(tmp_path: Path, ove
     assert guard.checked == list(range(WARMUP, STEPS))
 
 
-# --- benchmarks ----------------------------------------------------------------------------------------------------------
+# --- benchmarks ---------------------------------------------------------------------------------------------------
 
 
 @pytest.fixture
