@@ -1,9 +1,11 @@
 """Full filtered evaluation of wn18rr with a dim-500 RotatE: ours against plain PyTorch and PyKEEN.
 
-Run from the repository root (CPU; heavy, so under the shared lock):
+Run from the repository root (on CPU heavy, so under the shared lock; on CUDA by default where a
+GPU is present, ``--device cpu`` for the CPU):
 
     flock /tmp/kge-cpu.lock python benchmarks/eval_speed.py
     flock /tmp/kge-cpu.lock python benchmarks/eval_speed.py --quick   # 200 test triples
+    python benchmarks/eval_speed.py --device cuda --plain-queries 400  # one GPU
 
 All test triples (3,134), both directions, ranked against all 40,943 entities, filtered by train,
 valid and test; the model is randomly initialised (this is about speed).
@@ -17,9 +19,13 @@ valid and test; the model is randomly initialised (this is about speed).
 * ``pykeen``: ``RankBasedEvaluator`` on PyKEEN's RotatE with the same dimension, on the first
   ``--pykeen-queries`` test triples, extrapolated, when pykeen imports.
 
-The floor is the flops of the distance over all query-candidate pairs (7 per complex dimension)
-over the measured matmul throughput, and over the measured throughput of the distance's own
-operation mix. Peak memory is the peak RSS during a variant minus the RSS before it.
+Every variant runs on ``--device``. The floor is the flops of the distance over all
+query-candidate pairs (7 per complex dimension) over the measured matmul throughput, and over the
+measured throughput of the distance's own operation mix, on the device. ``GPU busy`` (CUDA only)
+is the share of a variant's time in which the GPU runs a kernel or copy, from a second, profiled
+run (``torch.profiler``; overlaps counted once) over the unprofiled time. Peak memory is, on CPU,
+the peak RSS during a variant minus the RSS before it; on CUDA, the allocator's peak allocated
+bytes minus those allocated before.
 """
 
 from __future__ import annotations
@@ -32,7 +38,20 @@ import lightning as L
 import torch
 from torch import Tensor
 
-from common import FORWARD_FLOPS, PeakRSS, data_folder, gib, markdown, matmul_gflops, vector_gflops
+from common import (
+    FORWARD_FLOPS,
+    PeakMemory,
+    busy_share,
+    data_folder,
+    default_device,
+    gib,
+    kernel_seconds,
+    machine,
+    markdown,
+    matmul_gflops,
+    synchronize,
+    vector_gflops,
+)
 from lightning_kge.datamodule import KGEDataModule
 from lightning_kge.metrics.ranking import filtered_ranks
 from lightning_kge.models import RotatE
@@ -52,9 +71,11 @@ def plain_scores(model: RotatE, triples: Tensor, side: str, chunk: int) -> Tenso
 
 
 def plain_ranks(model: RotatE, data: KGEDataModule, queries: int, batch: int, chunk: int) -> Tensor:
-    """Filtered ranks (head ranks then tail ranks per batch) of the first ``queries`` test triples."""
-    known = torch.cat([data.triples[s] for s in ("train", "valid", "test")])
-    test = data.triples["test"][:queries]
+    """Filtered ranks (head ranks then tail ranks per batch) of the first ``queries`` test triples,
+    on the model's device."""
+    device = model.entity.weight.device
+    known = torch.cat([data.triples[s] for s in ("train", "valid", "test")]).to(device)
+    test = data.triples["test"][:queries].to(device)
     ranks = []
     for triples in test.split(batch):
         for side in ("head", "tail"):
@@ -76,18 +97,20 @@ def our_ranks(module: KGEModule, data: KGEDataModule, queries: int) -> Tensor:
     ranks = []
     loader = data.test_dataloader()
     done = 0
+    device = module.model.entity.weight.device
     for batch in loader:
         if done >= queries:
             break
+        triples = batch.triples.to(device)
         for side in ("head", "tail"):
-            rows, cols = batch[f"{side}_filter"]
-            target = batch["triples"][:, 0 if side == "head" else 2]
-            ranks.append(filtered_ranks(module.score_all_candidates(batch["triples"], side), target, rows, cols))
-        done += len(batch["triples"])
+            rows, cols = (x.to(device) for x in batch.filter(side))
+            target = triples[:, 0 if side == "head" else 2]
+            ranks.append(filtered_ranks(module.score_all_candidates(triples, side), target, rows, cols))
+        done += len(triples)
     return torch.cat(ranks)
 
 
-def run_pykeen(data: KGEDataModule, dim: int, queries: int, batch: int) -> tuple[float, PeakRSS] | None:
+def run_pykeen(data: KGEDataModule, dim: int, queries: int, batch: int, device: str) -> tuple[float, PeakMemory] | None:
     try:
         from pykeen.evaluation import RankBasedEvaluator
         from pykeen.models import RotatE as PyKEENRotatE
@@ -95,13 +118,14 @@ def run_pykeen(data: KGEDataModule, dim: int, queries: int, batch: int) -> tuple
     except ImportError:
         return None
     factory = CoreTriplesFactory(data.triples["train"], num_entities=data.num_entities, num_relations=data.num_relations)
-    model = PyKEENRotatE(triples_factory=factory, embedding_dim=dim, random_seed=0)
+    model = PyKEENRotatE(triples_factory=factory, embedding_dim=dim, random_seed=0).to(device)
     evaluator = RankBasedEvaluator()
     others = [data.triples["train"], data.triples["valid"]]
-    with torch.inference_mode(), PeakRSS() as memory:
+    with torch.inference_mode(), PeakMemory(device) as memory:
         start = time.perf_counter()
         evaluator.evaluate(model, data.triples["test"][:queries], batch_size=batch, use_tqdm=False,
-                           additional_filter_triples=others)
+                           additional_filter_triples=others, device=torch.device(device))
+        synchronize(device)
         seconds = time.perf_counter() - start
     return seconds, memory
 
@@ -109,6 +133,7 @@ def run_pykeen(data: KGEDataModule, dim: int, queries: int, batch: int) -> tuple
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", help="folder holding wn18rr/train.txt … (default: ../shared/data)")
+    parser.add_argument("--device", default=default_device(), help="cpu or cuda (default: cuda if present)")
     parser.add_argument("--dim", type=int, default=500)
     parser.add_argument("--eval-batch-size", type=int, default=8, help="queries per batch (conf/data/wn18rr: 8)")
     parser.add_argument("--eval-chunk-size", type=int, default=4096, help="entities per chunk (conf: 4096)")
@@ -118,7 +143,8 @@ def main() -> None:
     args = parser.parse_args()
     warnings.filterwarnings("ignore", ".*does not have many workers.*")
 
-    matmul, vector = matmul_gflops(), vector_gflops()
+    device = args.device
+    matmul, vector = matmul_gflops(device=device), vector_gflops(device=device)
     torch.manual_seed(0)
     data = KGEDataModule(path=str(data_folder("wn18rr", args.data)), unseen="keep",
                          eval_batch_size=args.eval_batch_size)
@@ -128,57 +154,67 @@ def main() -> None:
         data.graph.triples["test"] = data.triples["test"][:200]
     queries = len(data.triples["test"])
     model = RotatE(num_entities, data.num_relations, dim=args.dim, gamma=6.0)
-    module = KGEModule(model, eval_chunk_size=args.eval_chunk_size)
+    module = KGEModule(model, eval_chunk_size=args.eval_chunk_size).to(device)
     module.eval()
 
     pairs = 2 * queries * num_entities
     flops = pairs * args.dim * FORWARD_FLOPS
     floors = (flops / matmul / 1e9, flops / vector / 1e9)
-    print(f"machine: {torch.get_num_threads()} threads; float32 matmul {matmul:.1f} GFLOP/s; "
-          f"distance op mix (compiled, in cache) {vector:.1f} GFLOP/s")
+    print(f"{machine(device)}\nfloat32 matmul {matmul:.1f} GFLOP/s; distance op mix (compiled, in cache) "
+          f"{vector:.1f} GFLOP/s")
     print(f"wn18rr test: {queries} of {num_test} triples x 2 directions x {num_entities} entities = {pairs / 1e6:.0f}M "
           f"pairs, d={args.dim}: {flops / 1e9:.0f} GFLOP; floor {floors[0]:.1f} s (matmul rate), "
           f"{floors[1]:.1f} s (op-mix rate)", flush=True)
 
     with torch.inference_mode():  # untimed: compile the kernels on one batch
-        module.score_all_candidates(data.triples["test"][: args.eval_batch_size], "tail")
-    trainer = L.Trainer(accelerator="cpu", devices=1, logger=False, enable_progress_bar=False,
-                        enable_model_summary=False)
-    with PeakRSS() as ours_memory:
+        module.score_all_candidates(data.triples["test"][: args.eval_batch_size].to(device), "tail")
+    trainer = L.Trainer(accelerator="gpu" if torch.device(device).type == "cuda" else "cpu", devices=1, logger=False,
+                        enable_progress_bar=False, enable_model_summary=False)
+    synchronize(device)
+    with PeakMemory(device) as ours_memory:
         start = time.perf_counter()
         [metrics] = trainer.test(module, datamodule=data, verbose=False)
+        synchronize(device)
         ours = time.perf_counter() - start
-    print(f"ours: {ours:.1f} s, test/mrr {metrics['test/mrr']:.5f}", flush=True)
+    ours_memory.kernel = kernel_seconds(lambda: trainer.test(module, datamodule=data, verbose=False), 1, device)
+    print(f"ours: {ours:.2f} s, test/mrr {metrics['test/mrr']:.5f}", flush=True)
 
     # Whole test batches, so our ranks (read batch by batch) cover the same triples.
     subset = min(-(-args.plain_queries // args.eval_batch_size) * args.eval_batch_size, queries)
-    with torch.inference_mode(), PeakRSS() as plain_memory:
+    module.to(device)  # Trainer.test leaves the module on the CPU
+    with torch.inference_mode(), PeakMemory(device) as plain_memory:
         start = time.perf_counter()
         expected = plain_ranks(model, data, subset, args.eval_batch_size, args.eval_chunk_size)
-        plain = (time.perf_counter() - start) * queries / subset
+        synchronize(device)
+        plain_seconds = time.perf_counter() - start
+        plain = plain_seconds * queries / subset
+        plain_kernel = kernel_seconds(lambda: plain_ranks(model, data, subset, args.eval_batch_size,
+                                                          args.eval_chunk_size), 1, device)
+    plain_memory.kernel = None if plain_kernel is None else plain_kernel * queries / subset
     with torch.inference_mode():
         got = our_ranks(module, data, subset)
     agree = f"{float((got == expected).double().mean()):.2%} equal, max |diff| {float((got - expected).abs().max()):g}"
     print(f"plain: {plain:.1f} s extrapolated from {subset} triples; ranks vs ours: {agree}", flush=True)
 
     rows = [
-        ["ours (Trainer.test)", f"{ours:.1f}", "measured", "1.0x", f"{ours / floors[0]:.1f}",
-         f"{ours / floors[1]:.1f}", gib(ours_memory.extra)],
-        ["plain PyTorch", f"{plain:.1f}", f"extrapolated from {subset}", f"{plain / ours:.1f}x",
-         f"{plain / floors[0]:.1f}", f"{plain / floors[1]:.1f}", gib(plain_memory.extra)],
+        ["ours (Trainer.test)", f"{ours:.2f}", "measured", "1.0x", f"{ours / floors[0]:.1f}",
+         f"{ours / floors[1]:.1f}", busy_share(ours_memory.kernel, ours), gib(ours_memory.extra)],
+        ["plain PyTorch", f"{plain:.2f}", f"extrapolated from {subset}", f"{plain / ours:.1f}x",
+         f"{plain / floors[0]:.1f}", f"{plain / floors[1]:.1f}", busy_share(plain_memory.kernel, plain),
+         gib(plain_memory.extra)],
     ]
     if args.pykeen_queries:
         count = min(args.pykeen_queries, queries)
-        measured = run_pykeen(data, args.dim, count, args.eval_batch_size)
+        measured = run_pykeen(data, args.dim, count, args.eval_batch_size, device)
         if measured is None:
             print("pykeen: not importable, skipped")
         else:
             seconds = measured[0] * queries / count
-            rows.append(["PyKEEN RankBasedEvaluator", f"{seconds:.1f}", f"extrapolated from {count}",
-                         f"{seconds / ours:.1f}x", f"{seconds / floors[0]:.1f}", f"{seconds / floors[1]:.1f}",
+            rows.append(["PyKEEN RankBasedEvaluator", f"{seconds:.2f}", f"extrapolated from {count}",
+                         f"{seconds / ours:.1f}x", f"{seconds / floors[0]:.1f}", f"{seconds / floors[1]:.1f}", "-",
                          gib(measured[1].extra)])
     header = ["variant", f"s for {queries} triples", "how", "time vs ours", "x matmul floor", "x op-mix floor",
-              "peak RSS extra (GiB)"]
+              "GPU busy", "peak memory extra (GiB)"]
     print(f"\neval batch {args.eval_batch_size}, entity chunk {args.eval_chunk_size}, ranks on the plain "
           f"subset, ours vs plain: {agree}")
     print(markdown(header, rows))

@@ -1,10 +1,12 @@
 """Training speed of RotatE with self-adversarial negatives: ours against plain PyTorch and PyKEEN.
 
-Run from the repository root (CPU; heavy, so under the shared lock):
+Run from the repository root (on CPU heavy, so under the shared lock; on CUDA by default where
+a GPU is present, ``--device cpu`` for the CPU):
 
     flock /tmp/kge-cpu.lock python benchmarks/train_speed.py            # both paper settings
     flock /tmp/kge-cpu.lock python benchmarks/train_speed.py --quick    # a small smoke run
     flock /tmp/kge-cpu.lock python benchmarks/train_speed.py --quality  # + MRR shared vs per-positive
+    python benchmarks/train_speed.py --device cuda --steps 200 --warmup 20 --plain-steps 20   # one GPU
 
 Variants, all with Adam and the paper's γ, α, batch and negatives:
 
@@ -16,16 +18,24 @@ Variants, all with Adam and the paper's γ, α, batch and negatives:
 * ``pykeen``: PyKEEN's RotatE, ``NSSALoss`` and ``BasicNegativeSampler`` in one hand-written step
   (score positives, score the flattened negatives, loss, backward, Adam), when pykeen imports.
 
-Peak memory is the process's peak RSS during the timed steps minus its RSS before them. The
-floor is the flops of the distance forward + backward of one step over the measured matmul
-throughput (and over the measured throughput of the distance's own operation mix); it leaves out
-sampling and Adam, which our step includes.
+Every variant runs on ``--device`` (its tables, batches and negatives there). ``ms/step`` is
+wall time with the device's queued work waited for. ``GPU busy`` (CUDA only) is the share of that
+time in which the GPU runs a kernel or copy: ``torch.profiler`` over a second window of up to 20
+steps gives the kernel time per step (overlaps counted once), divided by the unprofiled time per
+step; the rest is the GPU waiting for the host. Peak memory is, on CPU, the process's peak RSS
+during the timed steps minus its RSS before them, and on CUDA the peak of the allocator's
+allocated bytes minus those allocated before. The floor is the flops of the distance forward +
+backward of one step over the measured matmul throughput (and over the measured throughput of the
+distance's own operation mix) on the device; it leaves out sampling and Adam, which our step
+includes.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import functools
+import itertools
 import math
 import time
 import warnings
@@ -42,12 +52,16 @@ from common import (
     REPO,
     BACKWARD_FLOPS,
     FORWARD_FLOPS,
-    PeakRSS,
-    best_time,
+    PeakMemory,
+    busy_share,
     data_folder,
+    default_device,
     gib,
+    kernel_seconds,
+    machine,
     markdown,
     matmul_gflops,
+    synchronize,
     vector_gflops,
 )
 from lightning_kge.datamodule import KGEDataModule
@@ -65,6 +79,7 @@ class Setting:
     gamma: float
     alpha: float
     lr: float = 5e-5
+    device: str = "cpu"
 
 
 PAPER = {
@@ -95,7 +110,7 @@ class PlainRotatE(nn.Module):
 
 
 def plain_step(model: PlainRotatE, optimizer: torch.optim.Optimizer, positives: Tensor, negatives: Tensor,
-               alpha: float) -> float:
+               alpha: float) -> None:
     h, r, t = positives.unbind(1)
     head, relation = model.entity[h][:, None], model.relation[r][:, None]
     positive = model.score(head, relation, model.entity[t][:, None]).squeeze(1)
@@ -105,35 +120,40 @@ def plain_step(model: PlainRotatE, optimizer: torch.optim.Optimizer, positives: 
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
     optimizer.step()
-    return float(loss.detach())
 
 
 # --- the variants -----------------------------------------------------------------------------------
 
 
-def time_steps(step, warmup: int, steps: int) -> tuple[float, PeakRSS]:
+def time_steps(step, warmup: int, steps: int, device: str = "cpu") -> tuple[float, PeakMemory]:
+    """Seconds per step over ``steps`` steps after ``warmup``, and the memory and GPU use (on
+    CUDA: ``memory.kernel``, GPU seconds per step, from a profiled window of up to 20 more steps)."""
     for _ in range(warmup):
         step()
-    with PeakRSS() as memory:
+    synchronize(device)
+    with PeakMemory(device) as memory:
         start = time.perf_counter()
         for _ in range(steps):
             step()
+        synchronize(device)
         seconds = (time.perf_counter() - start) / steps
+    memory.kernel = kernel_seconds(step, min(steps, 20), device)
     return seconds, memory
 
 
-def run_plain(setting: Setting, data: KGEDataModule, steps: int) -> tuple[float, PeakRSS]:
+def run_plain(setting: Setting, data: KGEDataModule, steps: int) -> tuple[float, PeakMemory]:
     torch.manual_seed(0)
-    model = PlainRotatE(data.num_entities, data.num_relations, setting.dim, setting.gamma)
+    device = setting.device
+    model = PlainRotatE(data.num_entities, data.num_relations, setting.dim, setting.gamma).to(device)
     optimizer = torch.optim.Adam(model.parameters(), lr=setting.lr)
-    train = data.triples["train"]
+    train = data.triples["train"].to(device)
 
     def step() -> None:
-        positives = train[torch.randint(len(train), (setting.batch,))]
-        negatives = torch.randint(data.num_entities, (setting.batch, setting.negatives))
+        positives = train[torch.randint(len(train), (setting.batch,), device=device)]
+        negatives = torch.randint(data.num_entities, (setting.batch, setting.negatives), device=device)
         plain_step(model, optimizer, positives, negatives, setting.alpha)
 
-    return time_steps(step, 0, steps)
+    return time_steps(step, 1 if device != "cpu" else 0, steps, device)  # on CUDA: one step to warm up
 
 
 def project_adam(lr: float) -> functools.partial:
@@ -141,26 +161,26 @@ def project_adam(lr: float) -> functools.partial:
     return instantiate(OmegaConf.load(REPO / "conf" / "optimizer" / "adam.yaml"), lr=lr)
 
 
-def run_ours(setting: Setting, data: KGEDataModule, shared: bool, warmup: int, steps: int) -> tuple[float, PeakRSS]:
+def run_ours(setting: Setting, data: KGEDataModule, shared: bool, warmup: int, steps: int) -> tuple[float, PeakMemory]:
     torch.manual_seed(0)
     sampler = SelfAdversarialSampler(setting.negatives, temperature=setting.alpha, shared=shared)
     data.corruption = sampler.corruption()
     model = RotatE(data.num_entities, data.num_relations, setting.dim, setting.gamma)
-    module = KGEModule(model, sampler.selection(), optimizer=project_adam(setting.lr))
+    module = KGEModule(model, sampler.selection(), optimizer=project_adam(setting.lr)).to(setting.device)
     optimizer = module.configure_optimizers()
-    batches = iter(data.train_dataloader())
+    batches = itertools.chain.from_iterable(itertools.repeat(data.train_dataloader()))  # epoch after epoch
 
     def step() -> None:
-        positives, weight = next(batches)
-        loss = module.training_step(data.corrupt(positives, weight), 0)
+        rows = next(batches).to(setting.device, non_blocking=True)
+        loss = module.training_step(data.training_batch(rows), 0)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
 
-    return time_steps(step, warmup, steps)
+    return time_steps(step, warmup, steps, setting.device)
 
 
-def run_pykeen(setting: Setting, data: KGEDataModule, steps: int) -> tuple[float, PeakRSS] | None:
+def run_pykeen(setting: Setting, data: KGEDataModule, steps: int) -> tuple[float, PeakMemory] | None:
     try:
         from pykeen.losses import NSSALoss
         from pykeen.models import RotatE as PyKEENRotatE
@@ -173,11 +193,13 @@ def run_pykeen(setting: Setting, data: KGEDataModule, steps: int) -> tuple[float
     factory = CoreTriplesFactory(train, num_entities=data.num_entities, num_relations=data.num_relations)
     loss = NSSALoss(margin=setting.gamma, adversarial_temperature=setting.alpha)
     model = PyKEENRotatE(triples_factory=factory, embedding_dim=setting.dim, loss=loss, random_seed=0)
+    model = model.to(setting.device)
+    train = train.to(setting.device)
     sampler = BasicNegativeSampler(mapped_triples=train, num_negs_per_pos=setting.negatives)
     optimizer = torch.optim.Adam(model.parameters(), lr=setting.lr)
 
     def step() -> None:
-        positives = train[torch.randint(len(train), (setting.batch,))]
+        positives = train[torch.randint(len(train), (setting.batch,), device=setting.device)]
         negatives, _ = sampler.sample(positives)
         positive = model.score_hrt(positives)
         negative = model.score_hrt(negatives.view(-1, 3)).view(setting.batch, setting.negatives)
@@ -186,23 +208,23 @@ def run_pykeen(setting: Setting, data: KGEDataModule, steps: int) -> tuple[float
         value.backward()
         optimizer.step()
 
-    return time_steps(step, 0, steps)
+    return time_steps(step, 0, steps, setting.device)
 
 
 # --- report -----------------------------------------------------------------------------------------
 
 
 def speed_table(args: argparse.Namespace) -> None:
-    matmul, vector = matmul_gflops(), vector_gflops()
-    print(f"machine: {torch.get_num_threads()} threads; float32 matmul {matmul:.1f} GFLOP/s; "
-          f"distance op mix (compiled, in cache) {vector:.1f} GFLOP/s")
-    header = ["setting", "variant", "s/step", "positives/s", "speed-up vs plain", "x matmul floor",
-              "x op-mix floor", "peak RSS extra (GiB)", "timed steps"]
+    matmul, vector = matmul_gflops(device=args.device), vector_gflops(device=args.device)
+    print(f"{machine(args.device)}\nfloat32 matmul {matmul:.1f} GFLOP/s; distance op mix (compiled, in cache) "
+          f"{vector:.1f} GFLOP/s")
+    header = ["setting", "variant", "ms/step", "positives/s", "speed-up vs plain", "x matmul floor",
+              "x op-mix floor", "GPU busy", "peak memory extra (GiB)", "timed steps"]
     rows = []
     for name in args.settings:
-        setting = PAPER[name]
+        setting = dataclasses.replace(PAPER[name], device=args.device)
         if args.quick:
-            setting = Setting(name, 64, 256, setting.dim, setting.gamma, setting.alpha)
+            setting = Setting(name, 64, 256, setting.dim, setting.gamma, setting.alpha, device=args.device)
         data = KGEDataModule(
             SelfAdversarialSampler(setting.negatives).corruption(), path=str(data_folder(name, args.data)), unseen="keep",
             batch_size=setting.batch, subsampling=True,
@@ -213,13 +235,13 @@ def speed_table(args: argparse.Namespace) -> None:
         print(f"{name}: B={setting.batch} k={setting.negatives} d={setting.dim} γ={setting.gamma} "
               f"α={setting.alpha}; distance fwd+bwd {flops / 1e9:.2f} GFLOP/step; floor {floors[0]:.3f} s "
               f"(matmul rate), {floors[1]:.3f} s (op-mix rate)", flush=True)
-        results: dict[str, tuple[float, PeakRSS, int]] = {}
+        results: dict[str, tuple[float, PeakMemory, int]] = {}
         if args.plain_steps:
             results["plain eager PyTorch"] = (*run_plain(setting, data, args.plain_steps), args.plain_steps)
         for shared in (False, True):
             label = "ours shared" if shared else "ours per-positive"
             results[label] = (*run_ours(setting, data, shared, args.warmup, args.steps), args.steps)
-            print(f"  {label}: {results[label][0]:.3f} s/step", flush=True)
+            print(f"  {label}: {results[label][0] * 1e3:.1f} ms/step", flush=True)
         if args.plain_steps and not args.no_pykeen:
             measured = run_pykeen(setting, data, args.plain_steps)
             if measured is None:
@@ -229,9 +251,10 @@ def speed_table(args: argparse.Namespace) -> None:
         plain = results.get("plain eager PyTorch", (None,))[0]
         for label, (seconds, memory, count) in results.items():
             rows.append([
-                name, label, f"{seconds:.3f}", f"{setting.batch / seconds:,.0f}",
+                name, label, f"{seconds * 1e3:.1f}", f"{setting.batch / seconds:,.0f}",
                 "-" if plain is None else f"{plain / seconds:.1f}x",
-                f"{seconds / floors[0]:.1f}", f"{seconds / floors[1]:.1f}", gib(memory.extra), str(count),
+                f"{seconds / floors[0]:.1f}", f"{seconds / floors[1]:.1f}", busy_share(memory.kernel, seconds),
+                gib(memory.extra), str(count),
             ])
         print(markdown(header, rows[-len(results):]), flush=True)
     print()
@@ -271,6 +294,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--settings", nargs="+", default=list(PAPER), choices=list(PAPER))
     parser.add_argument("--data", help="folder holding <dataset>/train.txt … (default: ../shared/data)")
+    parser.add_argument("--device", default=default_device(), help="cpu or cuda (default: cuda if present)")
     parser.add_argument("--steps", type=int, default=5, help="timed steps of our variants")
     parser.add_argument("--warmup", type=int, default=2, help="untimed steps first (compilation)")
     parser.add_argument("--plain-steps", type=int, default=1, help="timed steps of plain and PyKEEN (0: skip)")

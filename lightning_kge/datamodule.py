@@ -13,7 +13,7 @@ from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
 from lightning_kge.batches import EvaluationBatch, NegativeBatch, QueryBatch
-from lightning_kge.data.batches import Positives, TrainSampler, mix_seed
+from lightning_kge.data.batches import LAST_BATCH, LastBatch, Rows, TrainSampler, mix_seed
 from lightning_kge.data.datasets import resolve_dataset
 from lightning_kge.data.distributed import UnpaddedDistributedSampler
 from lightning_kge.data.graph import SPLITS, KnowledgeGraph, UnseenPolicy, describe_duplicates, load_graph, read_entity_ids
@@ -28,9 +28,10 @@ from lightning_kge.serialization import from_spec, to_spec
 class KGEDataModule(L.LightningDataModule):
     """Triples of a knowledge graph with corruption for training and filters for evaluation.
 
-    Training batches are slices ``(positives (B, 3), weight (B,))`` in the order of a
+    Training batches are row numbers ``(B,)`` of the training triples in the order of a
     :class:`~lightning_kge.data.batches.TrainSampler`; once on the device, :meth:`on_after_batch_transfer`
-    corrupts them into a :class:`~lightning_kge.batches.NegativeBatch` with the ``corruption``
+    gathers their triples and weights there (from copies made once per device) and corrupts them into a
+    :class:`~lightning_kge.batches.NegativeBatch` with the ``corruption``
     (a ``sampler=`` option's ``corruption()``), from a generator seeded by the global seed, the
     process rank and the step, so negatives differ across ranks and steps, repeat under the same
     seed, and a resumed run draws what an uninterrupted one would. Evaluation batches are
@@ -48,6 +49,10 @@ class KGEDataModule(L.LightningDataModule):
         eval_batch_size: queries per evaluation batch.
         subsampling: weight positives by the paper code's subsampling weight.
         num_workers: DataLoader workers of the evaluation loaders (training batches are slices).
+        last_batch: the last, partial training batch of each epoch: ``keep`` it smaller, ``drop``
+            it, or ``fill`` it with positives from the start of the epoch's order; ``drop`` and
+            ``fill`` give every step the same shapes, as CUDA graphs need
+            (``module.compile_step=reduce-overhead``).
         regions: a file of candidate labels in the dataset folder (``regions.list`` for the
             countries datasets): its entity ids go into the :class:`GraphInfo`, and the
             ``RegionAUCPR`` callback reports AUC-PR over them.
@@ -65,6 +70,7 @@ class KGEDataModule(L.LightningDataModule):
         subsampling: bool = True,
         num_workers: int = 0,
         regions: str | None = None,
+        last_batch: LastBatch = "keep",
     ) -> None:
         super().__init__()
         if (name is None) == (path is None):
@@ -73,6 +79,7 @@ class KGEDataModule(L.LightningDataModule):
         require(isinstance(eval_batch_size, int) and eval_batch_size >= 1, "eval_batch_size", eval_batch_size,
                 "an integer ≥ 1")
         require(isinstance(num_workers, int) and num_workers >= 0, "num_workers", num_workers, "an integer ≥ 0")
+        require(last_batch in LAST_BATCH, "last_batch", last_batch, " or ".join(LAST_BATCH))
         self.corruption: Corruption | None = from_spec(corruption)
         self.save_hyperparameters(ignore=["corruption"])
         self.hparams["corruption"] = None if self.corruption is None else to_spec(self.corruption)
@@ -85,11 +92,13 @@ class KGEDataModule(L.LightningDataModule):
         self.subsampling = subsampling
         self.num_workers = num_workers
         self.regions = regions
+        self.last_batch = last_batch
         self.graph: KnowledgeGraph | None = None
         self.train_batches_done = 0
         """Training batches consumed so far (saved in checkpoints: a resumed run continues from it)."""
         self._generator: torch.Generator | None = None
         self._predict: tuple[Tensor, str, str, int] | None = None
+        self._train_on_device: tuple[Tensor, Tensor] | None = None
 
     # --- loading --------------------------------------------------------------------------------
     def prepare_data(self) -> None:
@@ -152,12 +161,23 @@ class KGEDataModule(L.LightningDataModule):
 
     # --- loaders ----------------------------------------------------------------------------------
     def train_dataloader(self) -> DataLoader:
-        """Sliced training batches; each process takes its share (no distributed sampler needed)."""
+        """Batches of training row numbers ``(B,)``; each process takes its share (no distributed
+        sampler needed); :meth:`training_batch` turns them into a ``NegativeBatch`` on the device."""
         trainer = self.trainer
         rank, world = (trainer.global_rank, trainer.world_size) if trainer is not None else (0, 1)
-        sampler = TrainSampler(len(self.triples["train"]), self.batch_size, torch.initial_seed(), rank, world)
+        size = len(self.triples["train"])
+        sampler = TrainSampler(size, self.batch_size, torch.initial_seed(), rank, world, self.last_batch)
+        if len(sampler) == 0:
+            raise UserError(
+                f"last_batch=drop leaves no training batch: {sampler.per_rank} training triples per process are "
+                f"fewer than batch_size={self.batch_size}",
+                "config key data.last_batch",
+                f"use data.last_batch=fill (or keep), or a data.batch_size ≤ {sampler.per_rank}",
+            )
         sampler.start = self.train_batches_done
-        return DataLoader(Positives(self.triples["train"], self.train_weight), batch_size=None, sampler=sampler)
+        # Pinned ids reach a GPU by a truly asynchronous copy (a pageable one may wait for the stream).
+        pin = trainer is not None and trainer.strategy.root_device.type == "cuda"
+        return DataLoader(Rows(size), batch_size=None, sampler=sampler, pin_memory=pin)
 
     def val_dataloader(self) -> DataLoader:
         return self.eval_dataloader("valid")
@@ -222,12 +242,22 @@ class KGEDataModule(L.LightningDataModule):
 
     # --- corruption -------------------------------------------------------------------------------
     def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
-        """Corrupt training batches on their device; evaluation batches pass through."""
+        """Turn training row batches into ``NegativeBatch``es on their device; evaluation batches pass through."""
         trainer = self.trainer
         if trainer is None or not trainer.training:
             return batch
-        positives, weight = batch
-        return self.corrupt(positives, weight)
+        return self.training_batch(batch)
+
+    def training_batch(self, rows: Tensor) -> NegativeBatch:
+        """The ``NegativeBatch`` of training rows ``rows`` (``(B,)`` ids into ``triples["train"]``).
+
+        The triples and weights are gathered on the device of ``rows``, from copies kept there
+        (made at the first batch on that device), then corrupted by :meth:`corrupt`.
+        """
+        if self._train_on_device is None or self._train_on_device[0].device != rows.device:
+            self._train_on_device = (self.triples["train"].to(rows.device), self.train_weight.to(rows.device))
+        triples, weight = self._train_on_device
+        return self.corrupt(triples[rows], weight[rows])
 
     def corrupt(self, positives: Tensor, weight: Tensor) -> NegativeBatch:
         """Draw the negatives of the next training batch (tail-batch and head-batch alternate)."""

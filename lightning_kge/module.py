@@ -23,6 +23,10 @@ from lightning_kge.serialization import from_spec, to_spec
 
 OptimizerFactory = Callable[..., torch.optim.Optimizer]
 STAGES = ("val", "test")
+COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
+"""The ``torch.compile`` modes ``compile_step`` takes; ``reduce-overhead`` and ``max-autotune`` replay
+CUDA graphs on CUDA."""
+CUDA_GRAPH_MODES = ("reduce-overhead", "max-autotune")
 
 
 class KGEModule(L.LightningModule):
@@ -58,6 +62,12 @@ class KGEModule(L.LightningModule):
         raw: also log raw (unfiltered) metrics, ``{stage}/raw/mrr``, ``{stage}/raw/head/mrr``, …,
             where the other true answers count as rivals (the protocol before Bordes et al. 2013's
             filtered setting); the filtered metrics are logged as always.
+        compile_step: ``None`` (eager), or a ``torch.compile`` mode (``default``,
+            ``reduce-overhead``, ``max-autotune``, ``max-autotune-no-cudagraphs``) in which the
+            step's tensor part, :meth:`batch_loss`, is compiled whole (``fullgraph``) at the first
+            step. ``reduce-overhead`` replays it as CUDA graphs on CUDA, which need the same shapes
+            every step: use ``data.last_batch=drop`` or ``fill`` (each new shape compiles again).
+            The loss and gradients are those of the eager step, up to rounding.
     """
 
     def __init__(
@@ -72,6 +82,7 @@ class KGEModule(L.LightningModule):
         eval_chunk_size: int = 4096,
         hits_at: tuple[int, ...] = (1, 3, 10),
         raw: bool = False,
+        compile_step: str | None = None,
     ) -> None:
         super().__init__()
         require(isinstance(regularization, (int, float)) and regularization >= 0, "regularization", regularization,
@@ -82,6 +93,8 @@ class KGEModule(L.LightningModule):
         require(isinstance(raw, bool), "raw", raw, "true or false")
         require(len(hits_at) > 0 and all(isinstance(k, int) and k >= 1 for k in hits_at), "hits_at", hits_at,
                 "a list of integers ≥ 1")
+        require(compile_step is None or compile_step in COMPILE_MODES, "compile_step", compile_step,
+                "null (eager) or a torch.compile mode: " + ", ".join(COMPILE_MODES))
         self.model: KGEModel = from_spec(model)
         self.selection: Selection = Weighting() if selection is None else from_spec(selection)
         self.graph: GraphInfo | None = GraphInfo.from_dict(graph) if isinstance(graph, Mapping) else graph
@@ -98,6 +111,8 @@ class KGEModule(L.LightningModule):
         self.ties = ties
         self.eval_chunk_size = eval_chunk_size
         self.raw = raw
+        self.compile_step = compile_step
+        self._compiled_loss: Callable[[NegativeBatch], Tensor] | None = None
         # Kept in checkpoints; the labels are too long for loggers (see on_fit_start).
         self.save_hyperparameters(ignore=["model", "selection", "graph", "optimizer", "lr_scheduler"], logger=False)
         self.hparams.update(
@@ -210,13 +225,67 @@ class KGEModule(L.LightningModule):
             loss = loss + self.regularization * self.model.penalty()
         return loss
 
+    def score_batch(self, batch: NegativeBatch) -> tuple[Tensor, Tensor]:
+        """Positive ``(B,)`` and negative ``(B, k)`` scores of a training batch.
+
+        With per-positive negatives (and :meth:`score_negatives` not overridden) both come from one
+        scoring call: row ``b``'s query, ``(?, r, t)`` where ``corrupt_head[b]`` else ``(h, r, ?)``,
+        against its true entity followed by its ``k`` candidates. The scoring contract
+        (``score_candidates(head_query(r, t), h)`` equals ``score_hrt(h, r, t)``) makes the first
+        column the positive score. Otherwise :meth:`KGEModel.score_hrt` and :meth:`score_negatives`.
+        """
+        h, r, t = batch.positives.unbind(1)
+        if batch.negatives.dim() != 2 or type(self).score_negatives is not KGEModule.score_negatives:
+            return self.model.score_hrt(h, r, t), self.score_negatives(batch)
+        head = batch.corrupt_head
+        query = torch.where(head[:, None], self.model.head_query(r, t), self.model.tail_query(h, r))
+        candidates = torch.cat([torch.where(head, h, t)[:, None], batch.negatives], dim=1)
+        scores = self.model.score_candidates(query, candidates)
+        return scores[:, 0], scores[:, 1:]
+
+    def batch_loss(self, batch: NegativeBatch) -> Tensor:
+        """The loss of a training batch from its tensors: scores, weights, loss; the step's tensor part.
+
+        It changes no state and never waits for the device, so ``compile_step`` compiles it whole.
+        """
+        positive, negative = self.score_batch(batch)
+        return self.compute_loss(positive, negative, batch)
+
     def training_step(self, batch: NegativeBatch, batch_idx: int) -> Tensor:
         batch = self.selection.select(batch, self.score_negatives)
-        h, r, t = batch.positives.unbind(1)
-        loss = self.compute_loss(self.model.score_hrt(h, r, t), self.score_negatives(batch), batch)
-        # Not on the progress bar: showing it would read the value back from the device every step.
-        self.log("train/loss", loss, batch_size=len(h))
+        loss = self.training_loss(batch)
+        # Handed to Lightning only on the steps its loggers write (self.log costs host time each call), and
+        # not on the progress bar (showing it would read the value back from the device every step).
+        if self.logs_this_step():
+            self.log("train/loss", loss, batch_size=batch.positives.shape[0])
         return loss
+
+    def training_loss(self, batch: NegativeBatch) -> Tensor:
+        """:meth:`batch_loss`, compiled at the first call when ``compile_step`` names a mode."""
+        if self.compile_step is None:
+            return self.batch_loss(batch)
+        if self._compiled_loss is None:
+            self._compiled_loss = torch.compile(self.batch_loss, mode=self.compile_step, fullgraph=True, dynamic=False)
+        if self.compile_step in CUDA_GRAPH_MODES:
+            torch.compiler.cudagraph_mark_step_begin()  # a new step: the last one's graph outputs may be reused
+        return self._compiled_loss(batch)
+
+    def logs_this_step(self) -> bool:
+        """Whether the trainer's loggers write this training step's metrics (every
+        ``trainer.log_every_n_steps``, when stopping, and every step of ``fast_dev_run``).
+
+        This is Lightning's own rule, ``should_update_logs``, which its ``LearningRateMonitor``
+        reads too. A callback monitoring ``train/loss`` sees the value of the last such step.
+        """
+        trainer = self._trainer
+        if trainer is None:
+            return False
+        return bool(trainer.fast_dev_run) or trainer._logger_connector.should_update_logs
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = super().__getstate__()
+        state["_compiled_loss"] = None  # compiled again where it is used (ddp_spawn pickles the module)
+        return state
 
     def configure_optimizers(self) -> Any:
         factory = self.optimizer_factory or torch.optim.Adam

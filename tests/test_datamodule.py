@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from lightning_kge.batches import EvaluationBatch
-from lightning_kge.data.batches import Positives, TrainSampler
+from lightning_kge.data.batches import Rows, TrainSampler
 from lightning_kge.data.distributed import UnpaddedDistributedSampler
 from lightning_kge.data.info import GraphInfo
 from lightning_kge.datamodule import KGEDataModule
@@ -102,9 +102,11 @@ def test_corrupt_alternates_tail_batch_and_head_batch(datamodule: KGEDataModule)
 def test_training_batches_are_slices_of_the_samplers_rows(datamodule: KGEDataModule) -> None:
     loader = datamodule.train_dataloader()
     rows = list(TrainSampler(1592, 64, torch.initial_seed()))
-    for (positives, weight), index in zip(loader, rows):
-        assert torch.equal(positives, datamodule.triples["train"][index])
-        assert torch.equal(weight, datamodule.train_weight[index])
+    for batch, index in zip(loader, rows):
+        assert torch.equal(batch, index)
+        negative_batch = datamodule.training_batch(batch)
+        assert torch.equal(negative_batch.positives, datamodule.triples["train"][index])
+        assert torch.equal(negative_batch.weight, datamodule.train_weight[index])
     assert len(loader) == len(rows) == 25
 
 
@@ -143,10 +145,8 @@ def test_datamodule_state_resumes_the_negatives_of_the_next_step(datamodule: KGE
     assert torch.equal(again.negatives, expected.negatives) and torch.equal(again.corrupt_head, expected.corrupt_head)
 
 
-def test_positives_dataset_gathers_a_whole_batch_at_once() -> None:
-    data = Positives(torch.arange(12).view(4, 3), torch.tensor([1.0, 2.0, 3.0, 4.0]))
-    triples, weight = data[torch.tensor([2, 0])]
-    assert triples.tolist() == [[6, 7, 8], [0, 1, 2]] and weight.tolist() == [3.0, 1.0]
+def test_rows_dataset_returns_a_whole_batch_of_rows_at_once() -> None:
+    assert Rows(4)[torch.tensor([2, 0])].tolist() == [2, 0] and len(Rows(4)) == 4
 
 
 @pytest.mark.parametrize(("size", "replicas"), [(1, 2), (5, 2), (7, 3), (11, 4), (13, 2)])

@@ -144,7 +144,7 @@ def fitted(tmp_path_factory):
     dm.setup()
     module = small_module(sampler.selection(), graph=dm.info)
     initial = copy.deepcopy(module.model.state_dict())
-    run = trainer(val_check_interval=2)
+    run = trainer(val_check_interval=2, log_every_n_steps=1)  # train/loss is handed over on logging steps
     run.fit(module, datamodule=dm)
     val_logged = dict(run.callback_metrics)
     results = run.test(module, datamodule=dm, verbose=False)

@@ -4,10 +4,15 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterator
+from typing import Literal
 
 import torch
 from torch import Tensor
 from torch.utils.data import Dataset, DistributedSampler
+
+LastBatch = Literal["keep", "drop", "fill"]
+LAST_BATCH: tuple[str, ...] = ("keep", "drop", "fill")
+"""What an epoch does with its last, partial batch: ``keep`` it smaller, ``drop`` it, or ``fill`` it."""
 
 
 def mix_seed(*parts: int) -> int:
@@ -25,22 +30,28 @@ def mix_seed(*parts: int) -> int:
     return state & 0x7FFFFFFFFFFFFFFF
 
 
-class Positives(Dataset):
-    """Training triples and their weights, indexed by a whole batch of rows at once.
+class Rows(Dataset):
+    """Row numbers of the training triples, indexed by a whole batch at once: ``Rows(n)[rows]`` is ``rows``.
 
-    ``dataset[rows]`` with a ``LongTensor`` of rows returns ``(triples[rows], weight[rows])``:
-    one gather per batch, not one call per item. Used with :class:`TrainSampler` and
+    The training loader yields these index batches, not triples: the datamodule gathers the
+    triples and their weights on the device the batch is moved to, from copies it keeps there
+    (:meth:`~lightning_kge.datamodule.KGEDataModule.training_batch`), so a step moves ``B`` ids to
+    the device and never collates item by item. Used with :class:`TrainSampler` and
     ``DataLoader(batch_size=None)``.
+
+    Example:
+        >>> Rows(5)[torch.tensor([3, 0])]
+        tensor([3, 0])
     """
 
-    def __init__(self, triples: Tensor, weight: Tensor) -> None:
-        self.triples, self.weight = triples, weight
+    def __init__(self, size: int) -> None:
+        self.size = size
 
     def __len__(self) -> int:
-        return len(self.triples)
+        return self.size
 
-    def __getitem__(self, rows: Tensor) -> tuple[Tensor, Tensor]:
-        return self.triples[rows], self.weight[rows]
+    def __getitem__(self, rows: Tensor) -> Tensor:
+        return rows
 
 
 class TrainSampler(DistributedSampler):
@@ -50,7 +61,11 @@ class TrainSampler(DistributedSampler):
     rank; under ``world_size`` processes the permutation is extended cyclically to a multiple of
     ``world_size`` (as PyTorch's ``DistributedSampler`` does) and rank ``k`` takes every
     ``world_size``-th position from ``k``, so ranks see disjoint positives and equal numbers of
-    batches. The last batch of an epoch may be smaller.
+    batches. The last batch of an epoch is smaller unless ``last_batch`` says otherwise: ``drop``
+    leaves it out (those positives wait for another epoch's order), ``fill`` completes it with the
+    first positions of the same epoch's order (cyclically, if one batch is more than an epoch), so
+    every batch has ``batch_size`` rows: fixed shapes, as CUDA graphs need
+    (``module.compile_step=reduce-overhead``).
 
     The stream is a function of ``(seed, rank, batches consumed)``: setting :attr:`start` (from a
     checkpoint) makes the next iteration continue where a run stopped, mid-epoch included. It is a
@@ -63,24 +78,34 @@ class TrainSampler(DistributedSampler):
         seed: the run's seed.
         rank: this process's rank.
         world_size: number of processes.
+        last_batch: ``keep``, ``drop`` or ``fill`` the last, partial batch of an epoch.
 
     Example:
         >>> sampler = TrainSampler(5, 2, seed=0)
         >>> batches = list(sampler)
         >>> len(sampler), [len(b) for b in batches], sorted(torch.cat(batches).tolist())
         (3, [2, 2, 1], [0, 1, 2, 3, 4])
+        >>> [len(b) for b in TrainSampler(5, 2, seed=0, last_batch="drop")]
+        [2, 2]
+        >>> [len(b) for b in TrainSampler(5, 2, seed=0, last_batch="fill")]
+        [2, 2, 2]
     """
 
-    def __init__(self, size: int, batch_size: int, seed: int, rank: int = 0, world_size: int = 1) -> None:
+    def __init__(self, size: int, batch_size: int, seed: int, rank: int = 0, world_size: int = 1,
+                 last_batch: LastBatch = "keep") -> None:
         super().__init__(range(size), num_replicas=world_size, rank=rank, shuffle=False, seed=seed)
         if batch_size < 1:
             raise ValueError(f"batch_size must be at least 1, got {batch_size}")
-        self.size, self.batch_size = size, batch_size
+        if last_batch not in LAST_BATCH:
+            raise ValueError(f"last_batch must be one of {LAST_BATCH}, got {last_batch!r}")
+        self.size, self.batch_size, self.last_batch = size, batch_size, last_batch
         self.per_rank = math.ceil(size / world_size) if size else 0
         self.start = 0
         """Batches already consumed by the run: iteration resumes after them."""
 
     def __len__(self) -> int:
+        if self.last_batch == "drop":
+            return self.per_rank // self.batch_size
         return math.ceil(self.per_rank / self.batch_size)
 
     def epoch_order(self, epoch: int) -> Tensor:
@@ -100,4 +125,8 @@ class TrainSampler(DistributedSampler):
         order = self.epoch_order(epoch)
         for b in range(position, per_epoch):
             self.start += 1
-            yield order[b * self.batch_size : (b + 1) * self.batch_size]
+            rows = order[b * self.batch_size : (b + 1) * self.batch_size]
+            missing = self.batch_size - len(rows)
+            if missing and self.last_batch == "fill":
+                rows = torch.cat([rows, order[torch.arange(missing) % len(order)]])
+            yield rows
