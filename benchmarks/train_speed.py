@@ -6,6 +6,7 @@ a GPU is present, ``--device cpu`` for the CPU):
     flock /tmp/kge-cpu.lock python benchmarks/train_speed.py            # both paper settings
     flock /tmp/kge-cpu.lock python benchmarks/train_speed.py --quick    # a small smoke run
     flock /tmp/kge-cpu.lock python benchmarks/train_speed.py --quality  # + MRR shared vs per-positive
+    flock /tmp/kge-cpu.lock python benchmarks/train_speed.py --samplers --plain-steps 0  # + every sampler= option
     python benchmarks/train_speed.py --device cuda --steps 200 --warmup 20 --plain-steps 20   # one GPU
 
 Variants, all with Adam and the paper's γ, α, batch and negatives:
@@ -15,6 +16,9 @@ Variants, all with Adam and the paper's γ, α, batch and negatives:
 * ``ours per-positive``: ``KGEDataModule.corrupt`` (filtered negatives, head/tail alternating) +
   ``KGEModule.training_step`` + backward + the project's Adam (``conf/optimizer/adam.yaml``: fused), i.e. the real training path without a Trainer.
 * ``ours shared``: the same with ``shared=True`` (one set of ``k`` negatives per batch).
+* ``sampler=…`` (with ``--samplers``): the per-positive step with each ``sampler=`` option at the
+  same ``k`` (``self_adversarial_sampled`` with pools of ``m = 2k`` and ``4k``, ``cached`` with its
+  defaults), and its time relative to ``self_adversarial``'s.
 * ``pykeen``: PyKEEN's RotatE, ``NSSALoss`` and ``BasicNegativeSampler`` in one hand-written step
   (score positives, score the flattened negatives, loss, backward, Adam), when pykeen imports.
 
@@ -67,7 +71,13 @@ from common import (
 from lightning_kge.datamodule import KGEDataModule
 from lightning_kge.models import RotatE
 from lightning_kge.module import KGEModule
-from lightning_kge.sampling import SelfAdversarialSampler
+from lightning_kge.sampling import (
+    BernoulliSampler,
+    CachedSampler,
+    SelfAdversarialSampledSampler,
+    SelfAdversarialSampler,
+    UniformSampler,
+)
 
 
 @dataclass
@@ -161,10 +171,23 @@ def project_adam(lr: float) -> functools.partial:
     return instantiate(OmegaConf.load(REPO / "conf" / "optimizer" / "adam.yaml"), lr=lr)
 
 
-def run_ours(setting: Setting, data: KGEDataModule, shared: bool, warmup: int, steps: int) -> tuple[float, PeakMemory]:
+def sampler_options(setting: Setting) -> dict[str, object]:
+    """Each ``sampler=`` option at the setting's ``k`` and ``α`` (``--samplers``), by row label."""
+    k, alpha = setting.negatives, setting.alpha
+    return {
+        "sampler=uniform": UniformSampler(k),
+        "sampler=bernoulli": BernoulliSampler(k),
+        "sampler=self_adversarial_sampled m=2k": SelfAdversarialSampledSampler(k, 2 * k, temperature=alpha),
+        "sampler=self_adversarial_sampled m=4k": SelfAdversarialSampledSampler(k, 4 * k, temperature=alpha),
+        "sampler=cached": CachedSampler(k),
+    }
+
+
+def run_ours(setting: Setting, data: KGEDataModule, sampler: object, warmup: int, steps: int) -> tuple[float, PeakMemory]:
+    """The per-positive (or shared) training step of ``sampler`` (a ``sampler=`` option object)."""
     torch.manual_seed(0)
-    sampler = SelfAdversarialSampler(setting.negatives, temperature=setting.alpha, shared=shared)
     data.corruption = sampler.corruption()
+    data.train_batches_done = 0
     model = RotatE(data.num_entities, data.num_relations, setting.dim, setting.gamma)
     module = KGEModule(model, sampler.selection(), optimizer=project_adam(setting.lr)).to(setting.device)
     optimizer = module.configure_optimizers()
@@ -218,7 +241,7 @@ def speed_table(args: argparse.Namespace) -> None:
     matmul, vector = matmul_gflops(device=args.device), vector_gflops(device=args.device)
     print(f"{machine(args.device)}\nfloat32 matmul {matmul:.1f} GFLOP/s; distance op mix (compiled, in cache) "
           f"{vector:.1f} GFLOP/s")
-    header = ["setting", "variant", "ms/step", "positives/s", "speed-up vs plain", "x matmul floor",
+    header = ["setting", "variant", "ms/step", "vs self_adversarial", "positives/s", "speed-up vs plain", "x matmul floor",
               "x op-mix floor", "GPU busy", "peak memory extra (GiB)", "timed steps"]
     rows = []
     for name in args.settings:
@@ -238,9 +261,12 @@ def speed_table(args: argparse.Namespace) -> None:
         results: dict[str, tuple[float, PeakMemory, int]] = {}
         if args.plain_steps:
             results["plain eager PyTorch"] = (*run_plain(setting, data, args.plain_steps), args.plain_steps)
-        for shared in (False, True):
-            label = "ours shared" if shared else "ours per-positive"
-            results[label] = (*run_ours(setting, data, shared, args.warmup, args.steps), args.steps)
+        variants = {"ours per-positive": SelfAdversarialSampler(setting.negatives, temperature=setting.alpha),
+                    "ours shared": SelfAdversarialSampler(setting.negatives, temperature=setting.alpha, shared=True)}
+        if args.samplers:
+            variants.update(sampler_options(setting))
+        for label, sampler in variants.items():
+            results[label] = (*run_ours(setting, data, sampler, args.warmup, args.steps), args.steps)
             print(f"  {label}: {results[label][0] * 1e3:.1f} ms/step", flush=True)
         if args.plain_steps and not args.no_pykeen:
             measured = run_pykeen(setting, data, args.plain_steps)
@@ -249,9 +275,10 @@ def speed_table(args: argparse.Namespace) -> None:
             else:
                 results["PyKEEN RotatE + NSSALoss"] = (*measured, args.plain_steps)
         plain = results.get("plain eager PyTorch", (None,))[0]
+        baseline = results["ours per-positive"][0]  # sampler=self_adversarial
         for label, (seconds, memory, count) in results.items():
             rows.append([
-                name, label, f"{seconds * 1e3:.1f}", f"{setting.batch / seconds:,.0f}",
+                name, label, f"{seconds * 1e3:.1f}", f"{seconds / baseline:.2f}x", f"{setting.batch / seconds:,.0f}",
                 "-" if plain is None else f"{plain / seconds:.1f}x",
                 f"{seconds / floors[0]:.1f}", f"{seconds / floors[1]:.1f}", busy_share(memory.kernel, seconds),
                 gib(memory.extra), str(count),
@@ -301,6 +328,7 @@ def main() -> None:
     parser.add_argument("--no-pykeen", action="store_true")
     parser.add_argument("--quick", action="store_true", help="wn18rr only, batch 64, 256 negatives, 2 steps")
     parser.add_argument("--quality", action="store_true", help="also compare MRR of shared and per-positive")
+    parser.add_argument("--samplers", action="store_true", help="also time every sampler= option (per-positive)")
     parser.add_argument("--quality-steps", type=int, default=500)
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()

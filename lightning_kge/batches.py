@@ -22,6 +22,10 @@ class NegativeBatch:
             negatives get weight zero.
         weight: ``(B,)`` per-positive weights (the paper code's subsampling weight, or ones).
         step: the training step that drew the batch (seeds any further random choice of it).
+        query: ``(B,)`` dense id of the query each row corrupts, ``(h, r, ?)`` or ``(?, r, t)``, in
+            ``[0, num_queries)`` (:meth:`TripleIndex.query_ids`); set only for selections that
+            keep per-query state (the ``cached`` sampler), else ``None``.
+        num_queries: how many distinct training queries there are (with ``query``).
     """
 
     positives: Tensor
@@ -30,6 +34,8 @@ class NegativeBatch:
     mask: Tensor | None
     weight: Tensor
     step: int = 0
+    query: Tensor | None = None
+    num_queries: int = 0
 
 
 @dataclass

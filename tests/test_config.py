@@ -113,10 +113,14 @@ def test_every_sampler_option_gives_the_datamodule_and_the_module_its_yaml_value
     node = compose_with(f"sampler={option}").sampler
     sampler = instantiate(node)
     corruption, selection = sampler.corruption(), sampler.selection()
+    # The datamodule draws k negatives, or the candidates the module chooses k from (a pool, a cache's refresh).
+    drawn = node.get("pool_size", node.get("candidates", node.num_negatives))
     assert (corruption.num_negatives, corruption.side, corruption.filtered, corruption.shared) == (
-        node.num_negatives, node.side, node.filtered, node.shared
+        drawn, node.side, node.filtered, node.shared
     )
     assert selection.temperature == node.temperature
+    if drawn != node.num_negatives:
+        assert selection.num_negatives == node.num_negatives
 
 
 def test_optimizer_option_is_a_factory_the_module_calls_with_its_parameters() -> None:

@@ -48,10 +48,31 @@ class TripleIndex:
         counts = torch.unique_consecutive(answer_keys, return_counts=True)[1]
         self.saturated = bool(counts.numel() and int(counts.max()) >= num_entities)
         """Whether some query has every entity as a known answer (its draws must be masked)."""
+        self.query_table = torch.unique_consecutive(answer_keys)
+        """The sorted keys of every known query, tail queries then head queries (see :meth:`query_ids`)."""
+
+    @property
+    def num_queries(self) -> int:
+        """How many distinct queries ``(h, r, ?)`` and ``(?, r, t)`` the known triples answer."""
+        return self.query_table.numel()
+
+    def query_ids(self, query_keys: Tensor) -> Tensor:
+        """Dense ids in ``[0, num_queries)`` of known queries given by :meth:`query_keys`.
+
+        A training positive's query is always known; an unknown key gets the id of the next
+        known one (or ``num_queries``).
+
+        Example:
+            >>> index = TripleIndex(torch.tensor([[0, 0, 1], [0, 0, 2], [2, 0, 1]]), 3, 1)
+            >>> index.num_queries, index.query_ids(index.query_keys(torch.tensor([[2, 0, 1], [0, 0, 2]]),
+            ...                                                      torch.tensor([False, True]))).tolist()
+            (4, [1, 3])
+        """
+        return torch.searchsorted(self.query_table, query_keys)
 
     def to(self, device: torch.device | str) -> TripleIndex:
         """Move the index to ``device`` in place and return it."""
-        for name in ("keys", "tail_keys", "tails", "head_keys", "heads", "answer_keys", "draw_keys"):
+        for name in ("keys", "tail_keys", "tails", "head_keys", "heads", "answer_keys", "draw_keys", "query_table"):
             setattr(self, name, getattr(self, name).to(device))
         return self
 

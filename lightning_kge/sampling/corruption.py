@@ -34,15 +34,19 @@ class Corruption:
         side: ``alternate`` or ``bernoulli``.
         filtered: avoid candidates that form known training triples.
         shared: one set of candidates for the whole batch.
+        queries: also give each row's query id (``NegativeBatch.query``), for selections that
+            keep per-query state.
     """
 
-    def __init__(self, num_negatives: int, side: Side = "alternate", filtered: bool = True, shared: bool = False) -> None:
+    def __init__(self, num_negatives: int, side: Side = "alternate", filtered: bool = True, shared: bool = False,
+                 queries: bool = False) -> None:
         require(isinstance(num_negatives, int) and num_negatives >= 1, "num_negatives", num_negatives, "an integer ≥ 1")
         require(side in SIDES, "side", side, " or ".join(SIDES))
         self.num_negatives = num_negatives
         self.side = side
         self.filtered = filtered
         self.shared = shared
+        self.queries = queries
 
     def sides(self, positives: Tensor, step: int, head_probability: Tensor | None,
               generator: torch.Generator | None) -> Tensor:
@@ -71,6 +75,7 @@ class Corruption:
         corrupt_head = self.sides(positives, step, head_probability, generator)
         num_entities, device, k = index.num_entities, positives.device, self.num_negatives
         mask = None
+        keys = index.query_keys(positives, corrupt_head) if self.queries or (self.filtered and not self.shared) else None
         if self.shared:
             negatives = torch.randint(num_entities, (k,), device=device, generator=generator)
             if self.filtered:
@@ -79,9 +84,11 @@ class Corruption:
                 tails = torch.where(corrupt_head[:, None], t, negatives[None, :])
                 mask = ~index.contains(heads, r, tails)
         elif self.filtered:
-            negatives, has_unknown = index.draw_unknown(index.query_keys(positives, corrupt_head), k, generator)
+            negatives, has_unknown = index.draw_unknown(keys, k, generator)
             if index.saturated:
                 mask = has_unknown[:, None]
         else:
             negatives = torch.randint(num_entities, (positives.shape[0], k), device=device, generator=generator)
-        return NegativeBatch(positives, negatives, corrupt_head, mask, weight, step)
+        if not self.queries:
+            return NegativeBatch(positives, negatives, corrupt_head, mask, weight, step)
+        return NegativeBatch(positives, negatives, corrupt_head, mask, weight, step, index.query_ids(keys), index.num_queries)

@@ -14,10 +14,36 @@ import torch
 from torch import Tensor, nn
 
 from lightning_kge.batches import NegativeBatch
+from lightning_kge.data.batches import mix_seed
 from lightning_kge.errors import require
 
 Scorer = Callable[[NegativeBatch], Tensor]
 """Scores ``(B, k)`` of a batch's negatives (higher is better): the module's ``score_negatives``."""
+
+
+def uniform_weights(scores: Tensor, mask: Tensor | None) -> Tensor:
+    """Weights ``1/n`` over the ``n`` valid entries of each row of ``scores`` (0 where none is valid).
+
+    Example:
+        >>> uniform_weights(torch.zeros(2, 2), torch.tensor([[True, False], [True, True]])).tolist()
+        [[1.0, 0.0], [0.5, 0.5]]
+    """
+    if mask is None:
+        return torch.full_like(scores, 1.0 / scores.shape[-1])
+    valid = mask.to(scores.dtype).expand_as(scores)
+    return valid / valid.sum(dim=-1, keepdim=True).clamp(min=1.0)
+
+
+def step_generator(generator: torch.Generator | None, device: torch.device, step: int, salt: int) -> torch.Generator:
+    """A generator on ``device`` seeded for training step ``step`` of this process (reusing ``generator``).
+
+    The seed mixes the run's seed (``torch.initial_seed()``), the process rank, the step and
+    ``salt``, so a resumed run draws what the uninterrupted one drew.
+    """
+    if generator is None or generator.device != device:
+        generator = torch.Generator(device=device)
+    rank = torch.distributed.get_rank() if torch.distributed.is_available() and torch.distributed.is_initialized() else 0
+    return generator.manual_seed(mix_seed(torch.initial_seed(), rank, step, salt))
 
 
 def masked_softmax(logits: Tensor, mask: Tensor | None) -> Tensor:
@@ -69,10 +95,7 @@ class Weighting(Selection):
     def weights(self, negative_scores: Tensor, mask: Tensor | None) -> Tensor:
         with torch.no_grad():
             if self.temperature == 0:
-                if mask is None:
-                    return torch.full_like(negative_scores, 1.0 / negative_scores.shape[-1])
-                valid = mask.to(negative_scores.dtype).expand_as(negative_scores)
-                return valid / valid.sum(dim=-1, keepdim=True).clamp(min=1.0)
+                return uniform_weights(negative_scores, mask)
             return masked_softmax(self.temperature * negative_scores.detach(), mask)
 
     def extra_repr(self) -> str:
