@@ -238,3 +238,10 @@ def test_the_sampler_report_compares_within_the_fastest_options_training_time_an
     assert cached.split(" | ")[3] == "10.0"                                     # steps per training second
     samplers.plot(records, "kinships", tmp_path / "kinships.png")
     assert (tmp_path / "kinships.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_the_cache_is_module_state_but_not_a_buffer_so_ddp_never_overwrites_a_ranks_cache_with_rank_zeros() -> None:
+    module = KGEModule(RotatE(5, 2, 4, 6.0), CachedSampler(num_negatives=2, cache_size=3).selection())
+    module.selection.entries = torch.arange(9, dtype=torch.int32).reshape(3, 3)
+    assert not any(name.startswith("selection") for name, _ in module.named_buffers())  # DDP broadcasts buffers only
+    assert torch.equal(module.state_dict()["selection._extra_state"]["entries"], module.selection.entries)
