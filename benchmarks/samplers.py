@@ -36,6 +36,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -44,8 +45,8 @@ from pathlib import Path
 
 from omegaconf import OmegaConf
 
-REPO = Path(__file__).resolve().parents[1]
-SHARED_DATA = REPO.parent / "shared" / "data"
+from common import REPO, SHARED_DATA
+
 RECORDS = REPO / "benchmarks" / "results" / "samplers.json"
 TABLE = REPO / "benchmarks" / "results" / "samplers.md"
 IMAGES = REPO / "docs" / "images"
@@ -90,10 +91,7 @@ def run(name: str, strategy: str, seed: int, args: argparse.Namespace) -> dict:
                f"hydra.run.dir={folder}", "+callbacks.timeline._target_=timeline.Timeline",
                f"+callbacks.timeline.path={timeline}"]
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(REPO / "benchmarks"), os.environ.get("PYTHONPATH")])))
-    if folder.exists():
-        for stale in folder.rglob("*"):
-            if stale.is_file():
-                stale.unlink()
+    shutil.rmtree(folder, ignore_errors=True)  # a run of the same set, option and seed before
     started = time.time()
     result = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True)
     if result.returncode != 0:

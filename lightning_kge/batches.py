@@ -37,6 +37,14 @@ class NegativeBatch:
     query: Tensor | None = None
     num_queries: int = 0
 
+    def row_negatives(self) -> Tensor:
+        """``(B, k)`` candidates of each row: shared ``(k,)`` negatives repeated for every row (a view)."""
+        return self.negatives.expand(self.positives.shape[0], -1) if self.negatives.dim() == 1 else self.negatives
+
+    def row_mask(self) -> Tensor | None:
+        """:attr:`mask` broadcast to ``(B, k)`` (a view), or ``None`` when every negative is valid."""
+        return None if self.mask is None else self.mask.expand(self.positives.shape[0], self.negatives.shape[-1])
+
 
 @dataclass
 class EvaluationBatch:

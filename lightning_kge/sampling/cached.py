@@ -90,10 +90,10 @@ class CacheSelection(Weighting):
         """
         assert batch.query is not None
         table = self._table(batch.num_queries, batch.negatives.device)
-        rows = batch.positives.shape[0]
         cached = table[batch.query].long()  # (B, N)
-        fresh = batch.negatives.expand(rows, -1) if batch.negatives.dim() == 1 else batch.negatives
-        fresh_valid = torch.ones_like(fresh, dtype=torch.bool) if batch.mask is None else batch.mask.expand_as(fresh)
+        fresh, fresh_valid = batch.row_negatives(), batch.row_mask()
+        if fresh_valid is None:
+            fresh_valid = torch.ones_like(fresh, dtype=torch.bool)
         ids = torch.cat([cached, fresh], dim=1)
         with torch.no_grad():
             scores = score(dataclasses.replace(batch, negatives=ids.clamp(min=0), mask=None))
@@ -130,13 +130,11 @@ class CacheSelection(Weighting):
         uniform = torch.rand((rows, k), generator=self._generator, device=cache.device)
         slot = torch.minimum((uniform * filled.clamp(min=1)[:, None]).long(), (filled.clamp(min=1) - 1)[:, None])
         # A query with an empty cache (never refreshed yet) takes the fresh candidates instead.
-        fresh = batch.negatives.expand(rows, -1) if batch.negatives.dim() == 1 else batch.negatives
+        fresh, fresh_mask = batch.row_negatives(), batch.row_mask()
         fallback = torch.arange(k, device=cache.device) % fresh.shape[1]
         empty = (filled == 0)[:, None]
         negatives = torch.where(empty, fresh[:, fallback], cache.gather(1, slot))
-        mask = None
-        if batch.mask is not None:
-            mask = torch.where(empty, batch.mask.expand_as(fresh)[:, fallback], True)
+        mask = None if fresh_mask is None else torch.where(empty, fresh_mask[:, fallback], True)
         return dataclasses.replace(batch, negatives=negatives, mask=mask)
 
     def extra_repr(self) -> str:

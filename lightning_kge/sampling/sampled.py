@@ -60,15 +60,14 @@ class SampledSelection(Selection):
             raise ValueError(f"a pool of {pool} candidates cannot give {self.num_negatives} negatives without replacement")
         with torch.no_grad():
             logits = self.temperature * score(batch)  # (B, m)
-            mask = None if batch.mask is None else batch.mask.expand_as(logits)
+            mask = batch.row_mask()
             if mask is not None:
                 logits = logits.masked_fill(~mask, -float("inf"))
             self._generator = step_generator(self._generator, logits.device, batch.step, SALT)
             chosen = gumbel_top_k(logits, self.num_negatives, self._generator)
-        candidates = batch.negatives.expand(logits.shape[0], pool) if batch.negatives.dim() == 1 else batch.negatives
         return dataclasses.replace(
             batch,
-            negatives=candidates.gather(1, chosen),
+            negatives=batch.row_negatives().gather(1, chosen),
             mask=None if mask is None else mask.gather(1, chosen),
         )
 
