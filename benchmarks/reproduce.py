@@ -87,7 +87,7 @@ def published(experiment: str):
     """The experiment's composed config, without any override."""
     from hydra import compose, initialize_config_dir
 
-    from lightning_kge.train import config_dir
+    from lightning_kge.configs import config_dir
 
     with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
         return compose(config_name="config", overrides=[f"experiment={experiment}", "output_dir=unused"])

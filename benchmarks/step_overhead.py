@@ -52,7 +52,8 @@ from torch import Tensor
 from common import REPO, data_folder, default_device, machine, markdown, synchronize
 from lightning_kge.batches import NegativeBatch
 from lightning_kge.kernels.rotate_distance import rotate_distance
-from lightning_kge.train import build, build_trainer
+from lightning_kge.configs import build_trainer
+from lightning_kge.train import build
 
 EXPERIMENT = ["experiment=rotate_countries_s1", "model.dim=8"]
 VARIANTS = {

@@ -71,7 +71,7 @@ def load_datamodule(path: str | Path, module: KGEModule, data: DictConfig | KGED
     if isinstance(data, KGEDataModule):
         datamodule = data
     elif data is not None:
-        from lightning_kge.train import instantiate_node
+        from lightning_kge.configs import instantiate_node
 
         datamodule = instantiate_node(data, "data")
     else:

@@ -16,7 +16,7 @@ from lightning_kge.checkpoints import load_datamodule, load_module
 from lightning_kge.errors import UserError, reports_user_errors
 from lightning_kge.metrics.ranking import TIES
 from lightning_kge.module import KGEModule
-from lightning_kge.train import build_trainer, config_dir, test
+from lightning_kge.configs import build_trainer, config_dir, test
 
 
 def evaluate(cfg: DictConfig) -> dict[str, float]:

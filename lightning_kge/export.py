@@ -44,7 +44,7 @@ from lightning_kge.models import ComplEx, RotatE, pRotatE
 from lightning_kge.models.base import KGEModel
 from lightning_kge.module import KGEModule
 from lightning_kge.serialization import to_spec
-from lightning_kge.train import config_dir
+from lightning_kge.configs import config_dir
 
 PROJECTOR_CONFIG = """embeddings {
   tensor_name: "entity"

@@ -36,7 +36,7 @@ from lightning_kge.extras import require_package
 from lightning_kge.models import RotatE, pRotatE
 from lightning_kge.module import KGEModule
 from lightning_kge.prediction import relation_id
-from lightning_kge.train import config_dir
+from lightning_kge.configs import config_dir
 
 
 def reverse_overlap(triples: Tensor, num_entities: int, num_relations: int) -> Tensor:

@@ -29,7 +29,7 @@ from lightning_kge.data.index import TripleIndex
 from lightning_kge.datamodule import KGEDataModule
 from lightning_kge.errors import UserError, reports_user_errors
 from lightning_kge.module import KGEModule
-from lightning_kge.train import config_dir
+from lightning_kge.configs import config_dir
 
 USAGE = "give head=LABEL relation=LABEL (tails), relation=LABEL tail=LABEL (heads) or triples=FILE (scores)"
 

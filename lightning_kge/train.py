@@ -6,20 +6,15 @@ Only the entry points touch Hydra: :func:`train` builds the plain objects from a
 
 from __future__ import annotations
 
-import functools
 import json
-import math
 import warnings
 from pathlib import Path
 from typing import Any
 
 import hydra
 import lightning as L
-import torch
 from hydra.core.hydra_config import HydraConfig
-from hydra.errors import InstantiationException
 from hydra.types import RunMode
-from hydra.utils import instantiate
 from lightning.pytorch.strategies.launchers.subprocess_script import _SubprocessScriptLauncher
 from lightning.pytorch.utilities import rank_zero_info
 from omegaconf import DictConfig
@@ -27,41 +22,15 @@ from omegaconf import DictConfig
 from hydra_plugins.lightning_kge_optuna import optuna_sweeper
 from lightning_kge import run_dir
 from lightning_kge.checkpoints import check_resumable, read_checkpoint, require_file
+from lightning_kge.configs import build_trainer, checked_optimizer, config_dir, instantiate_node, test
 from lightning_kge.datamodule import KGEDataModule
 from lightning_kge.errors import ArgumentError, UserError, reports_user_errors
-from lightning_kge.extras import require_logger_packages
 from lightning_kge.module import KGEModule
 
 optuna_sweeper.register()  # hydra/sweeper=lightning_kge_optuna, also after an editable install
 
 TEST_WEIGHTS = ("last", "best")
 """Values of ``test_weights``: the final weights (``last.ckpt``, the paper's protocol) or ``best.ckpt``."""
-
-
-def config_dir() -> Path:
-    """The ``conf/`` folder: inside the installed package, or at the top of a source checkout."""
-    here = Path(__file__).resolve().parent
-    for candidate in (here / "conf", here.parent / "conf"):
-        if (candidate / "config.yaml").is_file():
-            return candidate
-    raise FileNotFoundError(f"no conf/config.yaml in {here} or {here.parent}")
-
-
-def instantiate_node(node: DictConfig, key: str, **kwargs: Any) -> Any:
-    """``hydra.utils.instantiate`` of the config node at ``key``; errors name the config key.
-
-    An :class:`~lightning_kge.errors.ArgumentError` raised by the class becomes the same error
-    naming ``<key>.<argument>``; any other :class:`~lightning_kge.errors.UserError` passes as it is.
-    """
-    try:
-        return instantiate(node, **kwargs, _convert_="all")
-    except InstantiationException as error:
-        cause = error.__cause__
-        if isinstance(cause, ArgumentError):
-            raise cause.at(key) from None
-        if isinstance(cause, UserError):
-            raise cause from None
-        raise
 
 
 def build(cfg: DictConfig) -> tuple[KGEModule, KGEDataModule]:
@@ -87,33 +56,6 @@ def build(cfg: DictConfig) -> tuple[KGEModule, KGEDataModule]:
         optimizer=checked_optimizer(instantiate_node(cfg.optimizer, "optimizer"), "optimizer"),
     )
     return module, datamodule
-
-
-def checked_optimizer(factory: Any, key: str) -> Any:
-    """``factory`` (``params -> Optimizer``) once it has built an optimizer; errors name ``key``.
-
-    Its learning rate must be a finite number > 0 (torch accepts 0, which trains nothing), and
-    torch's own checks (negative betas, ...) run now, before any data is loaded or trained on.
-    """
-    lr = factory.keywords.get("lr") if isinstance(factory, functools.partial) else None
-    number = isinstance(lr, (int, float)) and not isinstance(lr, bool)
-    if lr is not None and not (number and math.isfinite(lr) and lr > 0):
-        raise ArgumentError("lr", lr, "a number > 0, e.g. 0.001").at(key)
-    try:
-        factory([torch.nn.Parameter(torch.zeros(1))])
-    except (ValueError, TypeError) as error:
-        raise UserError(f"the optimizer refuses its settings: {error}", f"config key {key}",
-                        f"correct the {key}.* values") from None
-    return factory
-
-
-def build_trainer(cfg: DictConfig) -> L.Trainer:
-    """The Trainer of ``cfg.trainer`` with the logger of ``cfg.logger`` and the named ``cfg.callbacks``."""
-    require_logger_packages(cfg.get("logger"))  # a missing optional package names its extra
-    logger = instantiate_node(cfg.logger, "logger") if cfg.get("logger") else False
-    callbacks = [instantiate_node(node, f"callbacks.{name}") for name, node in (cfg.get("callbacks") or {}).items()
-                 if node is not None]
-    return instantiate_node(cfg.trainer, "trainer", logger=logger, callbacks=callbacks)
 
 
 def train(cfg: DictConfig) -> dict[str, float]:
@@ -222,14 +164,6 @@ def resume_path(cfg: DictConfig) -> Path | None:
         cfg.output_dir = str(run.resolve())
         rank_zero_info(f"continuing the run in {cfg.output_dir}")
     return path
-
-
-def test(
-    trainer: L.Trainer, module: KGEModule, datamodule: KGEDataModule, ckpt_path: str | None = None
-) -> dict[str, float]:
-    """Run the test loop (on the weights of ``ckpt_path`` if given) and return its ``test/…`` metrics as floats."""
-    results = trainer.test(module, datamodule=datamodule, ckpt_path=ckpt_path, verbose=False)
-    return {k: float(v) for k, v in results[0].items()} if results else {}
 
 
 def refuse_relaunch_in_multirun(trainer: L.Trainer) -> None:

@@ -11,7 +11,7 @@ import torch
 from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig
 
-from lightning_kge.train import config_dir
+from lightning_kge.configs import config_dir
 
 REPO = Path(__file__).resolve().parents[1]
 SCRIPTS = REPO / "scripts"

@@ -7,7 +7,8 @@ from pathlib import Path
 import pytest
 from lightning.pytorch.callbacks import EarlyStopping
 
-from lightning_kge.train import build, build_trainer
+from lightning_kge.configs import build_trainer
+from lightning_kge.train import build
 from tiny_run import compose_train
 
 pytestmark = pytest.mark.filterwarnings("ignore:.*LeafSpec.*is deprecated", "ignore:.*does not have many workers",

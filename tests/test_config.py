@@ -19,7 +19,7 @@ from lightning.pytorch.loggers import CSVLogger
 import torch
 
 from lightning_kge.module import KGEModule
-from lightning_kge.train import build_trainer, config_dir
+from lightning_kge.configs import build_trainer, config_dir
 
 CONF = config_dir()
 GROUPS = sorted(p.name for p in CONF.iterdir() if p.is_dir())

@@ -13,7 +13,7 @@ from hydra import compose, initialize_config_dir
 from lightning_kge.checkpoints import load_datamodule, load_module, read_checkpoint
 from lightning_kge.errors import UserError
 from lightning_kge.evaluate import evaluate
-from lightning_kge.train import config_dir
+from lightning_kge.configs import config_dir
 from tiny_run import tiny_run
 
 pytestmark = pytest.mark.filterwarnings("ignore:.*LeafSpec.*is deprecated", "ignore:.*does not have many workers")

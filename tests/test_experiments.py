@@ -18,7 +18,7 @@ from omegaconf import OmegaConf
 
 from lightning_kge.module import KGEModule
 from lightning_kge.schedules import GeometricStepDecay
-from lightning_kge.train import build_trainer
+from lightning_kge.configs import build_trainer
 from test_config import assert_only_arguments, compose_with, declared_keys, options
 
 EXPERIMENTS = options("experiment")

@@ -14,7 +14,7 @@ from hydra import compose, initialize_config_dir
 from lightning_kge.checkpoints import read_checkpoint
 from lightning_kge.errors import UserError
 from lightning_kge.export import export
-from lightning_kge.train import config_dir
+from lightning_kge.configs import config_dir
 from tiny_run import tiny_run
 
 

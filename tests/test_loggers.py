@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 
 from lightning_kge.errors import UserError
-from lightning_kge.train import build_trainer, train
+from lightning_kge.configs import build_trainer
+from lightning_kge.train import train
 from tiny_run import compose_train
 
 pytestmark = pytest.mark.filterwarnings("ignore:.*LeafSpec.*is deprecated", "ignore:.*does not have many workers",

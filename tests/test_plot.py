@@ -11,7 +11,7 @@ from hydra import compose, initialize_config_dir
 
 from lightning_kge.errors import UserError
 from lightning_kge.plot import choose_relations, plot, reverse_overlap
-from lightning_kge.train import config_dir
+from lightning_kge.configs import config_dir
 from tiny_run import tiny_run
 
 PNG = b"\x89PNG\r\n\x1a\n"

@@ -18,7 +18,7 @@ from lightning_kge.errors import UserError
 from lightning_kge.models import RotatE
 from lightning_kge.predict import cfg_text, predict
 from lightning_kge.prediction import top_k
-from lightning_kge.train import config_dir
+from lightning_kge.configs import config_dir
 from tiny_run import TINY_KG, tiny_run
 
 pytestmark = pytest.mark.filterwarnings("ignore:.*LeafSpec.*is deprecated", "ignore:.*does not have many workers")

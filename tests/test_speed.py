@@ -308,7 +308,8 @@ def guarded_fit(overrides: list[str], set_mode: Callable[[str], None], output: P
     """Fit the composed config for ``STEPS`` steps under a :class:`SyncGuard` of ``WARMUP`` steps."""
     from hydra import compose, initialize_config_dir
 
-    from lightning_kge.train import build, build_trainer
+    from lightning_kge.configs import build_trainer
+    from lightning_kge.train import build
 
     with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
         cfg = compose("config", overrides=[

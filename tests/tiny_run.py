@@ -11,7 +11,8 @@ from pathlib import Path
 
 from hydra import compose, initialize_config_dir
 
-from lightning_kge.train import config_dir, train
+from lightning_kge.configs import config_dir
+from lightning_kge.train import train
 
 TINY_KG = Path(__file__).resolve().parent / "data" / "tiny_kg"
 
