@@ -164,7 +164,7 @@ def steps_run(folder: Path, planned: int) -> int:
         return planned
     import torch
 
-    checkpoint = torch.load(last, map_location="cpu", mmap=True, weights_only=False)
+    checkpoint = torch.load(last, map_location="cpu", mmap=True, weights_only=True)
     return int(checkpoint["global_step"])
 
 

@@ -2,71 +2,40 @@
 
 from __future__ import annotations
 
-import pickle
 import warnings
-import zipfile
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
-import torch
 from omegaconf import DictConfig
 
 from lightning_kge.data.info import GraphInfo
 from lightning_kge.datamodule import KGEDataModule
 from lightning_kge.errors import UserError, shorten
-from lightning_kge.module import KGEModule
+from lightning_kge.loading import constructor_arguments, read_checkpoint, require_file
+from lightning_kge.module import CHECKPOINT_KEY, KGEModule
+from lightning_kge.serialization import resolve, trusting
+
+__all__ = ["read_checkpoint", "require_file", "load_module", "load_datamodule", "check_same_graph",
+           "compare_graphs", "check_resumable", "saved_graph", "first_difference"]
 
 
-def read_checkpoint(path: str | Path, key: str = "ckpt") -> dict[str, Any]:
-    """The checkpoint dictionary at ``path`` (on the CPU), or a :class:`UserError` saying why not.
+def load_module(path: str | Path, trust: Iterable[str] | str | None = None) -> KGEModule:
+    """The module saved at ``path`` (on the CPU), rebuilt as the class that saved it, with its graph.
 
-    Args:
-        path: a ``.ckpt`` file.
-        key: the config key that gave ``path``, for messages (``ckpt``, ``ckpt_path``).
+    Loaded as data (:meth:`KGEModule.load_from_checkpoint`): classes outside the allow-list load
+    only from the modules named in ``trust`` (the entry points' config key ``trust``).
     """
-    path = require_file(path, key)
-    try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=False)
-    except (OSError, RuntimeError, EOFError, ValueError, pickle.UnpicklingError, zipfile.BadZipFile) as error:
-        raise UserError(
-            f"cannot read the checkpoint ({type(error).__name__}: {str(error).split('. ')[0][:120]})",
-            str(path),
-            "the file is truncated or not a checkpoint: use another one (checkpoints/last.ckpt or best.ckpt)",
-        ) from None
-    if not isinstance(checkpoint, dict) or "state_dict" not in checkpoint:
-        raise UserError("not a Lightning checkpoint", str(path), "give a .ckpt file written by lightning_kge.train")
-    return checkpoint
+    return KGEModule.load_from_checkpoint(path, map_location="cpu", trust=trust)
 
 
-def require_file(path: str | Path, key: str = "ckpt") -> Path:
-    """``path`` as a :class:`Path` if it is a file, else a :class:`UserError` naming ``key``."""
-    path = Path(path)
-    if not path.is_file():
-        what = "is a directory, not a checkpoint file" if path.is_dir() else "no such checkpoint"
-        raise UserError(what, str(path),
-                        f"give {key}=PATH of a .ckpt file, e.g. outputs/<date>/<time>/checkpoints/last.ckpt")
-    return path
-
-
-def load_module(path: str | Path) -> KGEModule:
-    """The :class:`KGEModule` saved at ``path`` (on the CPU), with its graph description."""
-    read_checkpoint(path)  # readable, or a one-line error
-    try:
-        return KGEModule.load_from_checkpoint(path, map_location="cpu")
-    except (KeyError, TypeError) as error:
-        raise UserError(
-            f"not a lightning_kge checkpoint ({type(error).__name__}: {str(error)[:120]})",
-            str(path),
-            "give a .ckpt file written by lightning_kge.train",
-        ) from None
-
-
-def load_datamodule(path: str | Path, module: KGEModule, data: DictConfig | KGEDataModule | None = None) -> KGEDataModule:
+def load_datamodule(path: str | Path, module: KGEModule, data: DictConfig | KGEDataModule | None = None,
+                    trust: Iterable[str] | str | None = None) -> KGEDataModule:
     """The data to evaluate ``module`` on, set up: ``data`` if given, else what it was trained on.
 
-    Labels are checked against the module's :class:`GraphInfo` (:func:`check_same_graph`), so
-    ids can never be scrambled silently.
+    The saved datamodule is rebuilt as the class that saved it (allow-listed, or from a module in
+    ``trust``), without its corruption (evaluation needs none). Labels are checked against the
+    module's :class:`GraphInfo` (:func:`check_same_graph`), so ids can never be scrambled silently.
     """
     if isinstance(data, KGEDataModule):
         datamodule = data
@@ -75,14 +44,30 @@ def load_datamodule(path: str | Path, module: KGEModule, data: DictConfig | KGED
 
         datamodule = instantiate_node(data, "data")
     else:
-        saved = read_checkpoint(path).get(KGEDataModule.CHECKPOINT_HYPER_PARAMS_KEY)
+        checkpoint = read_checkpoint(path)
+        saved = checkpoint.get(KGEDataModule.CHECKPOINT_HYPER_PARAMS_KEY)
         if saved is None:
             raise UserError("the checkpoint holds no datamodule settings", str(path), "give data=NAME")
-        datamodule = KGEDataModule(**{**dict(saved), "corruption": None})
+        with trusting(trust):
+            cls = saved_datamodule_class(checkpoint, str(path))
+            datamodule = cls(**constructor_arguments(cls, {**dict(saved), "corruption": None}))
     datamodule.prepare_data()
     datamodule.setup()
     check_same_graph(module, datamodule.info, str(path))
     return datamodule
+
+
+def saved_datamodule_class(checkpoint: Mapping[str, Any], where: str) -> type[KGEDataModule]:
+    """The datamodule class recorded in ``checkpoint`` (:meth:`KGEDataModule.state_dict`), or KGEDataModule."""
+    state = next((v for v in checkpoint.values() if isinstance(v, Mapping) and "datamodule_class" in v), None)
+    path = None if state is None else state["datamodule_class"]
+    if not path or path == f"{KGEDataModule.__module__}.{KGEDataModule.__qualname__}":
+        return KGEDataModule
+    found = resolve(path, f"{where} (its datamodule class)")
+    if not (isinstance(found, type) and issubclass(found, KGEDataModule)):
+        raise UserError(f"the checkpoint's datamodule is a {path}, not a KGEDataModule", where,
+                        "give data=NAME to evaluate on a dataset instead")
+    return found
 
 
 def check_same_graph(module: KGEModule, found: GraphInfo, where: str) -> None:
@@ -153,10 +138,11 @@ def check_resumable(checkpoint: dict[str, Any], module: KGEModule, datamodule: K
         seed: the resuming run's seed, compared with the one saved by the checkpoint callback.
     """
     fix = "resume with the overrides the run was started with (see .hydra/overrides.yaml in its folder)"
-    saved_module = dict(checkpoint.get("hyper_parameters") or {})
-    graph = saved_module.pop("graph", None)
-    if graph is not None:
-        saved, found = GraphInfo.from_dict(graph), datamodule.info
+    saved_module = {k: v for k, v in dict(checkpoint.get("hyper_parameters") or {}).items()
+                    if k not in ("graph", "_instantiator", "_class_path")}
+    saved = saved_graph(checkpoint)
+    if saved is not None:
+        found = datamodule.info
         compare_graphs(saved, found, where)
         if saved.fingerprint and found.fingerprint and saved.fingerprint != found.fingerprint:
             raise UserError(
@@ -179,6 +165,15 @@ def check_resumable(checkpoint: dict[str, Any], module: KGEModule, datamodule: K
     saved_seed = next((s.get("seed") for s in states.values() if isinstance(s, dict) and "seed" in s), None)
     if seed is not None and saved_seed is not None and int(saved_seed) != int(seed):
         raise UserError(f"seed was {saved_seed} when the checkpoint was saved, now {seed}", where, fix)
+
+
+def saved_graph(checkpoint: Mapping[str, Any]) -> GraphInfo | None:
+    """The :class:`GraphInfo` a checkpoint holds: its compact blob, or (older files) its hyperparameters."""
+    state = (checkpoint.get(CHECKPOINT_KEY) or {}).get("graph")
+    if state is not None:
+        return GraphInfo.from_state(state)
+    graph = (checkpoint.get("hyper_parameters") or {}).get("graph")
+    return None if graph is None else GraphInfo.from_dict(graph)
 
 
 def first_difference(a: Any, b: Any, path: tuple[str, ...] = ()) -> tuple[list[str], Any, Any] | None:

@@ -35,11 +35,16 @@ def config_dir() -> Path:
 def instantiate_node(node: DictConfig, key: str, **kwargs: Any) -> Any:
     """``hydra.utils.instantiate`` of the config node at ``key``; errors name the config key.
 
-    An :class:`~lightning_kge.errors.ArgumentError` raised by the class becomes the same error
-    naming ``<key>.<argument>``; any other :class:`~lightning_kge.errors.UserError` passes as it is.
+    Python objects given in ``kwargs`` (the model, the graph with its labels, …) never pass
+    through OmegaConf: the node is instantiated as a partial and called with them, so a label
+    such as ``${oc.env:HOME}`` stays text. An :class:`~lightning_kge.errors.ArgumentError` raised by
+    the class becomes the same error naming ``<key>.<argument>``; any other
+    :class:`~lightning_kge.errors.UserError` passes as it is.
     """
     try:
-        return instantiate(node, **kwargs, _convert_="all")
+        if not kwargs:
+            return instantiate(node, _convert_="all")
+        factory = instantiate(node, _partial_=True, _convert_="all")
     except InstantiationException as error:
         cause = error.__cause__
         if isinstance(cause, ArgumentError):
@@ -47,6 +52,10 @@ def instantiate_node(node: DictConfig, key: str, **kwargs: Any) -> Any:
         if isinstance(cause, UserError):
             raise cause from None
         raise
+    try:
+        return factory(**kwargs)
+    except ArgumentError as error:
+        raise error.at(key) from None
 
 
 def checked_optimizer(factory: Any, key: str) -> Any:
@@ -80,5 +89,5 @@ def test(
     trainer: L.Trainer, module: L.LightningModule, datamodule: L.LightningDataModule, ckpt_path: str | None = None
 ) -> dict[str, float]:
     """Run the test loop (on the weights of ``ckpt_path`` if given) and return its ``test/…`` metrics as floats."""
-    results = trainer.test(module, datamodule=datamodule, ckpt_path=ckpt_path, verbose=False)
+    results = trainer.test(module, datamodule=datamodule, ckpt_path=ckpt_path, verbose=False, weights_only=True)
     return {k: float(v) for k, v in results[0].items()} if results else {}

@@ -22,7 +22,7 @@ from lightning_kge.data.info import GraphInfo, describe
 from lightning_kge.data.statistics import head_corruption_probability, subsampling_weights
 from lightning_kge.errors import UserError, require
 from lightning_kge.sampling.corruption import Corruption
-from lightning_kge.serialization import from_spec, to_spec
+from lightning_kge.serialization import class_path, from_spec, to_spec
 
 
 class KGEDataModule(L.LightningDataModule):
@@ -41,7 +41,8 @@ class KGEDataModule(L.LightningDataModule):
     Args:
         corruption: draws the negatives, or its spec; only training needs it.
         name: a bundled (``nations``, ``kinships``, ``umls``) or downloadable dataset name.
-        path: a folder with ``train.txt``, ``valid.txt``, ``test.txt``; instead of ``name``.
+        path: a folder with ``train.txt``, ``valid.txt``, ``test.txt``; instead of ``name``
+            (kept resolved to an absolute path, as checkpoints record it).
         url: base URL overriding the download source of ``name``.
         unseen: what to do with valid/test triples whose labels train never saw: ``error``,
             ``drop`` (the count is reported in a warning, on rank zero) or ``keep`` (vocabulary over all splits).
@@ -81,8 +82,12 @@ class KGEDataModule(L.LightningDataModule):
         require(isinstance(num_workers, int) and num_workers >= 0, "num_workers", num_workers, "an integer ≥ 0")
         require(last_batch in LAST_BATCH, "last_batch", last_batch, " or ".join(LAST_BATCH))
         self.corruption: Corruption | None = from_spec(corruption)
+        if path is not None:  # stored resolved, so a checkpoint's data is found from any folder
+            path = str(Path(path).expanduser().resolve())
         self.save_hyperparameters(ignore=["corruption"])
-        self.hparams["corruption"] = None if self.corruption is None else to_spec(self.corruption)
+        self.hparams["path"] = path
+        form = "class_path" if "_instantiator" in self.hparams else "target"
+        self.hparams["corruption"] = None if self.corruption is None else to_spec(self.corruption, form)
         self.name = name
         self.path = path
         self.url = url
@@ -177,7 +182,7 @@ class KGEDataModule(L.LightningDataModule):
         sampler.start = self.train_batches_done
         # Pinned ids reach a GPU by a truly asynchronous copy (a pageable one may wait for the stream).
         pin = trainer is not None and trainer.strategy.root_device.type == "cuda"
-        return DataLoader(Rows(size), batch_size=None, sampler=sampler, pin_memory=pin)
+        return TrainLoader(self, Rows(size), batch_size=None, sampler=sampler, pin_memory=pin)
 
     def val_dataloader(self) -> DataLoader:
         return self.eval_dataloader("valid")
@@ -277,11 +282,34 @@ class KGEDataModule(L.LightningDataModule):
 
     # --- checkpoints ------------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
-        """What a resumed run needs: the number of training batches consumed."""
-        return {"train_batches_done": self.train_batches_done}
+        """What a resumed run needs: the number of training batches consumed (and this datamodule's class,
+        which ``checkpoints.load_datamodule`` rebuilds)."""
+        return {"train_batches_done": self.train_batches_done, "datamodule_class": class_path(self)}
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         self.train_batches_done = int(state_dict["train_batches_done"])
+
+
+class TrainLoader(DataLoader):
+    """The training loader, resumable in Lightning's sense: its position is a ``state_dict``.
+
+    The position is the number of training batches the datamodule has consumed (not how far the
+    loader has prefetched), the same count the datamodule's own state holds; loading it makes the
+    next iteration start after those batches, mid-epoch included. Lightning sees a stateful loader
+    and so does not warn that a mid-epoch resume is unreliable.
+    """
+
+    def __init__(self, datamodule: KGEDataModule, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.datamodule = datamodule
+
+    def state_dict(self) -> dict[str, int]:
+        return {"train_batches_done": self.datamodule.train_batches_done}
+
+    def load_state_dict(self, state_dict: dict[str, int]) -> None:
+        done = int(state_dict["train_batches_done"])
+        self.datamodule.train_batches_done = done
+        self.sampler.start = done
 
 
 class QueryDataset(Dataset):

@@ -21,9 +21,9 @@ from lightning_kge.configs import build_trainer, config_dir, test
 
 def evaluate(cfg: DictConfig) -> dict[str, float]:
     """Rank ``cfg.split`` with the checkpoint ``cfg.ckpt``; the report callback writes ``metrics.json``."""
-    module = load_module(cfg.ckpt)
+    module = load_module(cfg.ckpt, cfg.get("trust"))
     apply_options(cfg, module)
-    datamodule = load_datamodule(cfg.ckpt, module, cfg.get("data"))
+    datamodule = load_datamodule(cfg.ckpt, module, cfg.get("data"), cfg.get("trust"))
     trainer = build_trainer(cfg)
     if cfg.split == "test":
         return test(trainer, module, datamodule)

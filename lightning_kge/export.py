@@ -136,7 +136,7 @@ def label_table(labels: tuple[str, ...]) -> str:
 def export(cfg: DictConfig) -> list[Path]:
     """Export the checkpoint ``cfg.ckpt`` to ``cfg.out``."""
     with torch.no_grad():
-        written = export_embeddings(load_module(cfg.ckpt), cfg.out, cfg.projector, cfg.overwrite)
+        written = export_embeddings(load_module(cfg.ckpt, cfg.get("trust")), cfg.out, cfg.projector, cfg.overwrite)
     print(f"wrote {len(written)} files to {cfg.out}")
     return written
 

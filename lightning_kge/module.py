@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+import inspect
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import IO, Any
 
 import lightning as L
 import torch
@@ -14,14 +16,22 @@ from lightning_kge.batches import EvaluationBatch, NegativeBatch, QueryBatch
 from lightning_kge.data.index import TripleIndex
 from lightning_kge.data.info import GraphInfo
 from lightning_kge.data.statistics import CATEGORIES
-from lightning_kge.errors import require
+from lightning_kge.errors import UserError, require
 from lightning_kge.losses import negative_sampling_loss
-from lightning_kge.metrics.ranking import SIDES, TIES, RankingMetrics, RankingSummary, Ties, filtered_ranks
+from lightning_kge.metrics.ranking import SIDES, TIES, Ranks, RankingMetrics, RankingSummary, Ties, filtered_ranks
 from lightning_kge.models.base import KGEModel
 from lightning_kge.sampling.selection import Selection, Weighting
-from lightning_kge.serialization import from_spec, to_spec
+from lightning_kge.serialization import check_importable, class_path, from_spec, to_spec, trusting
 
-OptimizerFactory = Callable[..., torch.optim.Optimizer]
+OptimizerFactory = Callable[[Iterable[Any]], torch.optim.Optimizer]
+"""``params -> Optimizer``: a ``functools.partial`` (Hydra ``_partial_: true``), or what LightningCLI gives
+for ``class_path``/``init_args`` (as Lightning's ``OptimizerCallable``)."""
+SchedulerFactory = Callable[[torch.optim.Optimizer], Any]
+"""``optimizer -> LRScheduler`` (as Lightning's ``LRSchedulerCallable``)."""
+CHECKPOINT_KEY = "lightning_kge"
+"""The checkpoint entry this module writes: its own class, the graph's labels (a compact blob), a format."""
+OBJECT_ARGUMENTS = ("model", "selection", "optimizer", "lr_scheduler")
+"""Constructor arguments that are objects: kept in the hyperparameters as plain specs."""
 STAGES = ("val", "test")
 COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
 """The ``torch.compile`` modes ``compile_step`` takes; ``reduce-overhead`` and ``max-autotune`` replay
@@ -76,7 +86,7 @@ class KGEModule(L.LightningModule):
         selection: Selection | Mapping[str, Any] | None = None,
         graph: GraphInfo | Mapping[str, Any] | None = None,
         optimizer: OptimizerFactory | Mapping[str, Any] | None = None,
-        lr_scheduler: Callable[..., Any] | Mapping[str, Any] | None = None,
+        lr_scheduler: SchedulerFactory | Mapping[str, Any] | None = None,
         regularization: float = 0.0,
         ties: Ties = "realistic",
         eval_chunk_size: int = 4096,
@@ -110,37 +120,120 @@ class KGEModule(L.LightningModule):
         self.regularization = regularization
         self.ties = ties
         self.eval_chunk_size = eval_chunk_size
+        self.hits_at = tuple(hits_at)
         self.raw = raw
         self.compile_step = compile_step
         self._compiled_loss: Callable[[NegativeBatch], Tensor] | None = None
-        # Kept in checkpoints; the labels are too long for loggers (see on_fit_start).
-        self.save_hyperparameters(ignore=["model", "selection", "graph", "optimizer", "lr_scheduler"], logger=False)
-        self.hparams.update(
-            model=to_spec(self.model),
-            selection=to_spec(self.selection),
-            graph=None if self.graph is None else self.graph.to_dict(),
-            optimizer=None if optimizer is None else to_spec(self.optimizer_factory),
-            lr_scheduler=None if lr_scheduler is None else to_spec(self.lr_scheduler_factory),
+        self.save_plain_hyperparameters(
+            model=self.model, selection=self.selection, optimizer=None if optimizer is None else self.optimizer_factory,
+            lr_scheduler=None if lr_scheduler is None else self.lr_scheduler_factory,
         )
         self.metrics = nn.ModuleDict(
-            {stage: RankingMetrics(self.model.num_relations, tuple(hits_at)) for stage in STAGES}
+            {stage: RankingMetrics(self.model.num_relations, self.hits_at) for stage in STAGES}
         )
         self.raw_metrics = nn.ModuleDict(
-            {stage: RankingMetrics(self.model.num_relations, tuple(hits_at)) for stage in STAGES}
+            {stage: RankingMetrics(self.model.num_relations, self.hits_at) for stage in STAGES}
         )
         """Unfiltered ranks of each stage, updated and logged when :attr:`raw` is set."""
         self.rankings: dict[str, RankingSummary] = {}
         """The last evaluation summary of each stage (``"val"``, ``"test"``)."""
 
+    def save_plain_hyperparameters(self, **objects: Any) -> None:
+        """Save the constructor's arguments as plain values: objects as specs, the graph not at all.
+
+        The hyperparameters are what a checkpoint rebuilds the module from, what loggers show and
+        what LightningCLI merges back with ``--ckpt_path``, so they hold no objects and no labels
+        (which OmegaConf would interpolate): the model, selection, optimizer and scheduler become
+        specs (``_target_`` specs, or ``class_path``/``init_args`` ones when LightningCLI built the
+        module), and the graph's labels go into the checkpoint as a compact blob instead
+        (:meth:`on_save_checkpoint`). Subclasses' own arguments are saved too, as Lightning does.
+        """
+        frame = inspect.currentframe()
+        self.save_hyperparameters(ignore=[*OBJECT_ARGUMENTS, "graph"], logger=False,
+                                  frame=frame.f_back if frame is not None else None)
+        form = "class_path" if "_instantiator" in self.hparams else "target"
+        for name, value in objects.items():
+            self.hparams[name] = None if value is None else to_spec(value, form)
+
     def loggable_hparams(self) -> dict[str, Any]:
-        """The hyperparameters without the graph's labels (a summary of the graph instead)."""
+        """The hyperparameters with a summary of the graph (sizes, fingerprint, source), never its labels."""
         values = dict(self.hparams)
         values["graph"] = None if self.graph is None else self.graph.summary()
         return values
 
     def on_fit_start(self) -> None:
+        if self.trainer.checkpoint_callbacks and not self.trainer.fast_dev_run:
+            self.check_importable()  # refused now, before training, rather than at the first save
         for logger in self.loggers:
             logger.log_hyperparams(self.loggable_hparams())
+
+    # --- checkpoints --------------------------------------------------------------------------------
+    def check_importable(self) -> None:
+        """Refuse to checkpoint a module, model or selection class that no other program could import.
+
+        Raises:
+            UserError: a class defined in ``__main__`` (the script being run) or inside a function.
+        """
+        check_importable(class_path(self), "the module")
+        for name in ("model", "selection"):
+            spec = self.hparams.get(name) or {}
+            check_importable(str(spec.get("_target_") or spec.get("class_path") or ""), f"the {name}")
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """Record this module's class and the graph (labels as a compact blob) beside the weights."""
+        self.check_importable()
+        checkpoint[CHECKPOINT_KEY] = {
+            "format": 1,
+            "module_class": class_path(self),
+            "graph": None if self.graph is None else self.graph.to_state(),
+        }
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """Restore the graph's description saved by :meth:`on_save_checkpoint`."""
+        state = (checkpoint.get(CHECKPOINT_KEY) or {}).get("graph")
+        if state is not None:
+            self.graph = GraphInfo.from_state(state)
+
+    @classmethod
+    def load_from_checkpoint(  # type: ignore[override]
+        cls,
+        checkpoint_path: str | Path | IO,
+        map_location: Any = None,
+        hparams_file: str | Path | None = None,
+        strict: bool | None = None,
+        weights_only: bool | None = None,
+        trust: Iterable[str] | str | None = None,
+        **kwargs: Any,
+    ) -> KGEModule:
+        """The module saved at ``checkpoint_path``, rebuilt as the class that saved it, loaded as data.
+
+        The file is read with ``torch.load(weights_only=True)`` (a pickled object that would run code
+        is refused), and every class its hyperparameters name must be allowed: this package's
+        models, samplers, selections and callbacks, ``torch.optim`` optimizers and schedulers — or
+        defined in a module listed in ``trust`` (e.g. ``trust=["my_project.models"]`` for your own
+        model or ``KGEModule`` subclass). The module is rebuilt as the class recorded in the
+        checkpoint (a subclass of ``cls``), so a subclass's overrides are kept.
+
+        Args:
+            checkpoint_path: a ``.ckpt`` file.
+            map_location: a device to move the module to (it is read on the CPU).
+            hparams_file: not supported (hyperparameters come from the checkpoint only).
+            strict: whether the weights must match the module's exactly (default: ``strict_loading``).
+            weights_only: must be ``None`` or ``True``: checkpoints are loaded as data only.
+            trust: modules whose classes the checkpoint may name beyond the allow-list.
+            kwargs: hyperparameters to override.
+
+        Raises:
+            UserError: an unreadable or unsafe file, a class not allowed or not importable, a
+                checkpoint of another kind of module (one line each, naming the file).
+        """
+        if hparams_file is not None or weights_only is False:
+            raise ValueError("lightning_kge checkpoints load as data only, from their own hyperparameters: "
+                             "hparams_file and weights_only=False are not supported")
+        from lightning_kge import loading
+
+        with trusting(trust):
+            return loading.load_module(cls, checkpoint_path, map_location, strict, kwargs)
 
     # --- scoring ----------------------------------------------------------------------------------
     def forward(self, h: Tensor, r: Tensor, t: Tensor) -> Tensor:
@@ -297,16 +390,28 @@ class KGEModule(L.LightningModule):
 
     # --- evaluation ---------------------------------------------------------------------------------
     def rank_batch(self, batch: EvaluationBatch, stage: str) -> None:
-        """Rank each query of ``batch`` as head and as tail prediction; update ``stage``'s metrics."""
+        """Rank each query of ``batch`` as head and as tail prediction; hand the ranks to :meth:`update_metrics`."""
         triples = batch.triples
         for side in SIDES:
             rows, cols = batch.filter(side)
             target = triples[:, 0 if side == "head" else 2]
             scores = self.score_all_candidates(triples, side)
             ranks = filtered_ranks(scores, target, rows, cols, self.ties)
-            self.metrics[stage].update(ranks, triples[:, 1], side)
-            if self.raw:
-                self.raw_metrics[stage].update(filtered_ranks(scores, target, ties=self.ties), triples[:, 1], side)
+            raw = filtered_ranks(scores, target, ties=self.ties) if self.raw else None
+            self.update_metrics(stage, Ranks(triples, side, ranks, raw))
+
+    def update_metrics(self, stage: str, ranks: Ranks) -> None:
+        """Add one side of an evaluation batch's ranks to ``stage``'s metrics: the hook for rank-based metrics.
+
+        Called once per side of every validation and test batch with the filtered ranks (and the
+        raw ones when ``raw`` is set), the query triples and their relations. Override it to add a
+        metric computed from the ranks (call ``super().update_metrics(stage, ranks)`` to keep the
+        standard ones), e.g. a TorchMetrics object updated here and logged with
+        ``self.log(f"{stage}/my_metric", metric, on_epoch=True)``.
+        """
+        self.metrics[stage].update(ranks.ranks, ranks.relations, ranks.side)
+        if ranks.raw is not None:
+            self.raw_metrics[stage].update(ranks.raw, ranks.relations, ranks.side)
 
     def validation_step(self, batch: EvaluationBatch, batch_idx: int) -> None:
         self.rank_batch(batch, "val")
@@ -323,22 +428,22 @@ class KGEModule(L.LightningModule):
     def log_ranking(self, stage: str) -> None:
         """Log ``{stage}/mrr`` etc. from the metric states summed over processes, then reset.
 
-        Every breakdown (sides, relation categories, per relation) is read inside one
+        Every breakdown (sides, relation categories, per relation, raw) is read inside one
         ``sync_context``, so under DDP each process sees the same totals and logs the same keys;
-        the summary stays in ``self.rankings[stage]``.
+        the typed :class:`~lightning_kge.metrics.ranking.RankingSummary` stays in
+        ``self.rankings[stage]``.
         """
         metric: RankingMetrics = self.metrics[stage]
         categories = None if self.graph is None else self.graph.categories()
         with metric.sync_context():
-            summary = RankingSummary(metric.summary(categories, CATEGORIES), metric.per_relation())
-        self.rankings[stage] = summary
-        # The values are already totals over all processes, equal on every rank: sync_dist only
-        # averages equal copies (and tells Lightning they are global).
-        self.log_dict({f"{stage}/{k}": v.float() for k, v in summary.values.items()}, sync_dist=True)
+            summary = metric.ranking(categories, CATEGORIES)
         metric.reset()
         if self.raw:
             raw: RankingMetrics = self.raw_metrics[stage]
             with raw.sync_context():
-                values = raw.summary()
-            self.log_dict({f"{stage}/raw/{k}": v.float() for k, v in values.items()}, sync_dist=True)
+                summary.raw = raw.ranking()
             raw.reset()
+        self.rankings[stage] = summary
+        # The values are already totals over all processes, equal on every rank: sync_dist only
+        # averages equal copies (and tells Lightning they are global).
+        self.log_dict({f"{stage}/{k}": float(v) for k, v in summary.values().items()}, sync_dist=True)

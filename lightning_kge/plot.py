@@ -155,7 +155,7 @@ def save(figure: Any, path: Path) -> Path:
 def plot(cfg: DictConfig) -> list[Path]:
     """Write the PNGs of the module docstring for the checkpoint ``cfg.ckpt`` to ``cfg.out``."""
     out = Path(cfg.out)
-    module = load_module(cfg.ckpt)
+    module = load_module(cfg.ckpt, cfg.get("trust"))
     written = []
     if isinstance(module.model, (RotatE, pRotatE)):
         written += phase_plots(cfg, module, out)
@@ -177,7 +177,7 @@ def phase_plots(cfg: DictConfig, module: KGEModule, out: Path) -> list[Path]:
     """The three phase histograms; relations not given are chosen from the training triples."""
     phases = relation_phases(module)
     labels = module.graph.relations if module.graph is not None else tuple(map(str, range(len(phases))))
-    datamodule = load_datamodule(cfg.ckpt, module, cfg.get("data"))
+    datamodule = load_datamodule(cfg.ckpt, module, cfg.get("data"), cfg.get("trust"))
     chosen = choose_relations(datamodule.triples["train"], datamodule.num_entities, datamodule.num_relations)
     sizes, overlap = chosen["sizes"], chosen["overlap"]
 

@@ -36,7 +36,7 @@ USAGE = "give head=LABEL relation=LABEL (tails), relation=LABEL tail=LABEL (head
 
 def predict(cfg: DictConfig) -> list[dict[str, Any]]:
     """Answer the question of ``cfg`` (see the module docstring); print and return the rows."""
-    module = load_module(cfg.ckpt).to(cfg.device).eval()
+    module = load_module(cfg.ckpt, cfg.get("trust")).to(cfg.device).eval()
     given = {key: cfg_text(cfg, key) for key in ("head", "relation", "tail", "triples")}
     if given["triples"] is not None:
         if any(given[key] is not None for key in ("head", "relation", "tail")):
@@ -49,7 +49,7 @@ def predict(cfg: DictConfig) -> list[dict[str, Any]]:
         raise UserError(f"filter={cfg.filter!r} is not allowed", "config key filter", "set filter to train, all or none")
     if not isinstance(cfg.k, int) or cfg.k < 1:
         raise UserError(f"k={cfg.k!r} is not allowed", "config key k", "set k to an integer ≥ 1")
-    datamodule = None if cfg.filter == "none" else load_datamodule(cfg.ckpt, module, cfg.get("data"))
+    datamodule = None if cfg.filter == "none" else load_datamodule(cfg.ckpt, module, cfg.get("data"), cfg.get("trust"))
     counts = (module.model.num_entities, module.model.num_relations)
     anchor = "head" if side == "tail" else "tail"
     entity = prediction.entity_id(module.graph, given[anchor], counts[0], f"config key {anchor}")

@@ -7,7 +7,6 @@ Only the entry points touch Hydra: :func:`train` builds the plain objects from a
 from __future__ import annotations
 
 import json
-import warnings
 from pathlib import Path
 from typing import Any
 
@@ -115,11 +114,7 @@ def fit(trainer: L.Trainer, module: KGEModule, datamodule: KGEDataModule, resume
         if trainer.is_global_zero:
             run_dir.continue_csv_logs(trainer, int(checkpoint.get("global_step", 0)))
         del checkpoint
-    with warnings.catch_warnings():
-        # Lightning cannot see that the datamodule resumes its batch stream itself (its state_dict
-        # holds the batches consumed), and warns that a mid-epoch resume is unreliable: not so here.
-        warnings.filterwarnings("ignore", message=".*ended before the epoch ended and your dataloader is not resumable")
-        trainer.fit(module, datamodule=datamodule, ckpt_path=None if resume is None else str(resume))
+    trainer.fit(module, datamodule=datamodule, ckpt_path=None if resume is None else str(resume), weights_only=True)
 
 
 def final_test(trainer: L.Trainer, module: KGEModule, datamodule: KGEDataModule, weights: str,

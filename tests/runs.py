@@ -52,9 +52,9 @@ def one_line_error(result: subprocess.CompletedProcess, status: int = 2) -> str:
 
 def step_of(path: Path) -> int:
     """The global step a checkpoint file was saved at."""
-    return int(torch.load(path, map_location="cpu", weights_only=False)["global_step"])
+    return int(torch.load(path, map_location="cpu", weights_only=True)["global_step"])
 
 
 def weights_of(path: Path) -> dict[str, torch.Tensor]:
     """The module weights of a checkpoint file."""
-    return torch.load(path, map_location="cpu", weights_only=False)["state_dict"]
+    return torch.load(path, map_location="cpu", weights_only=True)["state_dict"]

@@ -14,7 +14,7 @@ import pytest
 import torch
 from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
 
-from lightning_kge.checkpoints import load_datamodule, load_module
+from lightning_kge.checkpoints import load_datamodule, load_module, saved_graph
 from lightning_kge.data.datasets import resolve_dataset
 from lightning_kge.train import train
 from runs import SMALL, config, entry, one_line_error, step_of, weights_of
@@ -54,9 +54,11 @@ def test_a_checkpoint_alone_maps_ids_to_the_labels_of_its_data(finished: Path) -
     folder = resolve_dataset("nations")
     lines = [line.split("\t") for split in ("train", "valid", "test")
              for line in (folder / f"{split}.txt").read_text(encoding="utf-8").splitlines() if line]
-    graph = torch.load(finished / "checkpoints" / "last.ckpt", weights_only=False)["hyper_parameters"]["graph"]
-    assert graph["entities"] == sorted({h for h, _, _ in lines} | {t for _, _, t in lines})
-    assert graph["relations"] == sorted({r for _, r, _ in lines})
+    checkpoint = torch.load(finished / "checkpoints" / "last.ckpt", weights_only=True)
+    graph = saved_graph(checkpoint)
+    assert list(graph.entities) == sorted({h for h, _, _ in lines} | {t for _, _, t in lines})
+    assert list(graph.relations) == sorted({r for _, r, _ in lines})
+    assert "graph" not in checkpoint["hyper_parameters"]  # labels live once, in the blob, not in the hparams
 
 
 def test_evaluate_refuses_data_with_one_label_renamed_naming_it(finished: Path, tmp_path: Path) -> None:

@@ -11,7 +11,7 @@ import pytest
 import torch
 from hydra import compose, initialize_config_dir
 
-from lightning_kge.checkpoints import read_checkpoint
+from lightning_kge.checkpoints import read_checkpoint, saved_graph
 from lightning_kge.errors import UserError
 from lightning_kge.export import export
 from lightning_kge.configs import config_dir
@@ -39,7 +39,7 @@ def test_export_round_trips_to_the_checkpoint_tensors(run: Path, tmp_path: Path)
     export(export_config(f"ckpt={ckpt}", f"out={tmp_path}"))
     checkpoint = read_checkpoint(ckpt)
     state = checkpoint["state_dict"]
-    graph = checkpoint["hyper_parameters"]["graph"]
+    graph = saved_graph(checkpoint).to_dict()
     entity, relation = state["model.entity.weight"].numpy(), state["model.relation.weight"].numpy()
     np.testing.assert_array_equal(np.load(tmp_path / "entity.npy"), entity)
     np.testing.assert_array_equal(np.load(tmp_path / "relation.npy"), relation)
@@ -73,4 +73,4 @@ def test_projector_files_parse_and_hold_the_entity_table(run: Path, tmp_path: Pa
     entity = read_checkpoint(ckpt)["state_dict"]["model.entity.weight"]
     assert torch.equal(torch.from_numpy(vectors), entity)
     metadata = (folder / embedding.metadata_path).read_text(encoding="utf-8").splitlines()
-    assert metadata == read_checkpoint(ckpt)["hyper_parameters"]["graph"]["entities"]
+    assert metadata == list(saved_graph(read_checkpoint(ckpt)).entities)

@@ -229,10 +229,7 @@ def test_checkpoint_reloaded_module_tests_to_the_same_metrics(fitted) -> None:
 
 
 def test_subclass_with_its_own_argument_round_trips_through_a_checkpoint(fitted, tmp_path: Path) -> None:
-    class Margin(KGEModule):
-        def __init__(self, margin: float = 1.0, **kwargs) -> None:
-            super().__init__(**kwargs)
-            self.margin = margin
+    from client_models import Margin
 
     module = Margin(margin=2.5, model=copy.deepcopy(fitted["module"].model), selection=fitted["module"].selection)
     path = tmp_path / "margin.ckpt"

@@ -86,7 +86,7 @@ def test_a_resumed_run_compares_validations_with_the_best_score_saved_before(tmp
     out = tmp_path / "run"
     train(config(out, "trainer.max_steps=4"))  # validation at step 4: best.ckpt
     last = out / "checkpoints" / "last.ckpt"
-    checkpoint = torch.load(last, weights_only=False)
+    checkpoint = torch.load(last, weights_only=True)
     checkpoint["callbacks"]["Checkpoints"]["best_score"] = 2.0  # an MRR no validation can beat
     torch.save(checkpoint, last)
     train(config(out, "trainer.max_steps=8", f"ckpt_path={last}"))  # validation at step 8

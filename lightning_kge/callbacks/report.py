@@ -11,9 +11,8 @@ from torch import Tensor
 
 from lightning_kge.data.info import GraphInfo
 from lightning_kge.data.statistics import CATEGORIES
+from lightning_kge.metrics.ranking import SIDES, RankingSummary, Scores
 from lightning_kge.module import KGEModule
-
-HEADLINE = ("mrr", "mr", "hits@1", "hits@3", "hits@10")
 
 
 class TestReport(L.Callback):
@@ -24,8 +23,8 @@ class TestReport(L.Callback):
 
     Writes ``metrics.json`` (every ``test/…`` value logged, e.g. ``test/mrr``, ``test/hits@10``,
     ``test/head/mrr``, ``test/1-to-N/mrr``, ``test/auc_pr``) and, with ``per_relation``,
-    ``per_relation.tsv`` (queries, MRR and Hits@10 per relation and side, with the relation's
-    category). Being a callback, it runs inside the processes that test, so it works with
+    ``per_relation.tsv`` (queries, MRR and Hits@k per relation and side for each ``k`` of
+    ``module.hits_at``, with the relation's category). The table follows ``module.hits_at``. Being a callback, it runs inside the processes that test, so it works with
     every strategy (``ddp`` re-launched ranks and ``ddp_spawn`` workers alike).
 
     Args:
@@ -58,54 +57,57 @@ class TestReport(L.Callback):
             raise TypeError(f"TestReport needs a KGEModule, got {type(pl_module).__name__}")
         summary = pl_module.rankings.get(stage)
         if self.per_relation and summary is not None and pl_module.graph is not None:
-            (folder / "per_relation.tsv").write_text(per_relation_table(summary.per_relation, pl_module.graph))
-        print(format_table(metrics, stage))
+            (folder / "per_relation.tsv").write_text(per_relation_table(summary, pl_module.graph))
+        if summary is not None:
+            print(format_table(summary, stage))
+        if f"{stage}/auc_pr" in metrics:
+            print(f"\n{stage}/auc_pr: {metrics[f'{stage}/auc_pr']:.4f}")
         print(f"metrics written to {folder / 'metrics.json'}")
 
 
-def per_relation_table(values: dict[str, Tensor], graph: GraphInfo) -> str:
-    """A TSV of test queries, MRR and Hits@10 per relation and side, with its category.
+def per_relation_table(summary: RankingSummary, graph: GraphInfo) -> str:
+    """A TSV of the queries, MRR and Hits@k per relation and side, with its category.
 
     Args:
-        values: :meth:`~lightning_kge.metrics.ranking.RankingMetrics.per_relation` output.
+        summary: an evaluation's summary (its ``per_relation`` breakdown and ``hits_at``).
         graph: the relation labels and categories.
     """
-    lines = ["relation\tcategory\tqueries\thead_mrr\ttail_mrr\thead_hits@10\ttail_hits@10"]
+    values = summary.per_relation
+    metrics = ["mrr", *(f"hits@{k}" for k in summary.hits_at)]
+    header = ["relation", "category", "queries", *(f"{side}_{m}" for m in metrics for side in SIDES)]
+    lines = ["\t".join(header)]
     for r, label in enumerate(graph.relations):
         count = int(values["count"][:, r].sum())
         if count:
             cells = [label, CATEGORIES[graph.relation_categories[r]], str(count)]
-            cells += [f"{float(values[m][s, r]):.4f}" for m in ("mrr", "hits@10") for s in (0, 1)]
+            cells += [f"{float(values[m][s, r]):.4f}" for m in metrics for s in (0, 1)]
             lines.append("\t".join(cells))
     return "\n".join(lines) + "\n"
 
 
-def format_table(metrics: dict[str, float], stage: str) -> str:
-    """A Markdown table of the headline metrics: both sides, head and tail prediction.
+def format_table(summary: RankingSummary, stage: str) -> str:
+    """A Markdown table of the headline metrics: both sides, head and tail prediction (and raw rows).
 
-    Raw (unfiltered) metrics, where logged, get rows of their own (``raw both``, …).
+    Its Hits@k columns are those of the summary (``module.hits_at``).
 
     Example:
-        >>> print(format_table({"test/mrr": 0.5, "test/mr": 3.0}, "test"))
-        | side | mrr | mr | hits@1 | hits@3 | hits@10 |
-        |---|---|---|---|---|---|
-        | both | 0.5000 | 3.0 | - | - | - |
-        | head | - | - | - | - | - |
-        | tail | - | - | - | - | - |
+        >>> both = Scores(0.5, 3.0, {1: 0.25, 5: 0.75}, 4)
+        >>> print(format_table(RankingSummary(both, {"head": both, "tail": both}, {}, {}), "test"))
+        | side | mrr | mr | hits@1 | hits@5 |
+        |---|---|---|---|---|
+        | both | 0.5000 | 3.0 | 0.2500 | 0.7500 |
+        | head | 0.5000 | 3.0 | 0.2500 | 0.7500 |
+        | tail | 0.5000 | 3.0 | 0.2500 | 0.7500 |
     """
-    rows = ["| side | " + " | ".join(HEADLINE) + " |", "|---" * (len(HEADLINE) + 1) + "|"]
-    sides = [("both", f"{stage}/"), ("head", f"{stage}/head/"), ("tail", f"{stage}/tail/")]
-    if f"{stage}/raw/mrr" in metrics:
-        sides += [(f"raw {side}", prefix.replace(f"{stage}/", f"{stage}/raw/", 1)) for side, prefix in sides]
-    for side, prefix in sides:
-        cells = [_format(metrics.get(prefix + name), name) for name in HEADLINE]
-        rows.append(f"| {side} | " + " | ".join(cells) + " |")
-    if f"{stage}/auc_pr" in metrics:
-        rows.append(f"\n{stage}/auc_pr: {metrics[f'{stage}/auc_pr']:.4f}")
+    columns = ["mrr", "mr", *(f"hits@{k}" for k in summary.hits_at)]
+    rows = ["| side | " + " | ".join(columns) + " |", "|---" * (len(columns) + 1) + "|"]
+    tables = [("", summary)] + ([("raw ", summary.raw)] if summary.raw is not None else [])
+    for prefix, ranking in tables:
+        for side, scores in (("both", ranking.both), *ranking.sides.items()):
+            rows.append(f"| {prefix}{side} | " + " | ".join(_row(scores, columns)) + " |")
     return "\n".join(rows)
 
 
-def _format(value: float | None, name: str) -> str:
-    if value is None:
-        return "-"
-    return f"{value:.1f}" if name == "mr" else f"{value:.4f}"
+def _row(scores: Scores, columns: list[str]) -> list[str]:
+    values = scores.values()
+    return [f"{values[c]:.1f}" if c == "mr" else f"{values[c]:.4f}" for c in columns]

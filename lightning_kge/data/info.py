@@ -19,9 +19,10 @@ from lightning_kge.data.statistics import relation_categories
 class GraphInfo:
     """The description of a graph that a module keeps: sizes, labels, categories, regions, identity.
 
-    ``build()`` hands it from the datamodule to the module, which saves it in its
-    hyperparameters, so a checkpoint alone maps ids to labels and says which data it was trained
-    on. It holds no triples.
+    ``build()`` hands it from the datamodule to the module, which saves it in its checkpoints as
+    a compact blob (:meth:`to_state`: the labels as one UTF-8 tensor, never in the hyperparameters
+    that loggers and OmegaConf see), so a checkpoint alone maps ids to labels and says which data
+    it was trained on. It holds no triples.
 
     Attributes:
         entities: entity labels in id order.
@@ -36,6 +37,8 @@ class GraphInfo:
         >>> info = GraphInfo(("a", "b"), ("r",), (0,))
         >>> info.num_entities, info.entity_id["b"], GraphInfo.from_dict(info.to_dict()) == info
         (2, 1, True)
+        >>> GraphInfo.from_state(info.to_state()) == info
+        True
     """
 
     entities: tuple[str, ...]
@@ -88,6 +91,33 @@ class GraphInfo:
         """The inverse of :meth:`to_dict`."""
         return cls(**dict(values))
 
+    def to_state(self) -> dict[str, Any]:
+        """A compact, ``weights_only``-loadable form for checkpoints: labels as UTF-8 tensors.
+
+        Each label list is one ``uint8`` tensor of the labels' UTF-8 bytes, joined, with an
+        ``int64`` tensor of their lengths in characters, so saving and loading take time
+        proportional to the text, and no label passes through a pickle or a config.
+        """
+        state: dict[str, Any] = {f"{name}": _pack(getattr(self, name)) for name in ("entities", "relations")}
+        state["relation_categories"] = torch.tensor(self.relation_categories, dtype=torch.int8)
+        state["regions"] = None if self.regions is None else torch.tensor(self.regions, dtype=torch.int64)
+        state["fingerprint"] = self.fingerprint
+        state["source"] = self.source
+        return state
+
+    @classmethod
+    def from_state(cls, state: Mapping[str, Any]) -> GraphInfo:
+        """The inverse of :meth:`to_state`."""
+        regions = state.get("regions")
+        return cls(
+            entities=_unpack(state["entities"]),
+            relations=_unpack(state["relations"]),
+            relation_categories=tuple(int(c) for c in state["relation_categories"].tolist()),
+            regions=None if regions is None else tuple(int(r) for r in regions.tolist()),
+            fingerprint=str(state.get("fingerprint", "")),
+            source=str(state.get("source", "")),
+        )
+
     def summary(self) -> dict[str, Any]:
         """Sizes and identity without the labels (for loggers)."""
         return {
@@ -96,6 +126,22 @@ class GraphInfo:
             "fingerprint": self.fingerprint,
             "source": self.source,
         }
+
+
+def _pack(labels: Sequence[str]) -> dict[str, Tensor]:
+    """Labels as ``{"text": uint8 UTF-8 bytes, "lengths": int64 characters per label}``."""
+    data = "".join(labels).encode("utf-8")
+    text = torch.frombuffer(bytearray(data), dtype=torch.uint8) if data else torch.zeros(0, dtype=torch.uint8)
+    lengths = torch.tensor([len(label) for label in labels], dtype=torch.int64)
+    return {"text": text, "lengths": lengths}
+
+
+def _unpack(packed: Mapping[str, Tensor]) -> tuple[str, ...]:
+    """The inverse of :func:`_pack`."""
+    text = packed["text"].numpy().tobytes().decode("utf-8")
+    ends = torch.cumsum(packed["lengths"], 0).tolist()
+    starts = [0, *ends[:-1]]
+    return tuple(text[a:b] for a, b in zip(starts, ends))
 
 
 def describe(graph: KnowledgeGraph, regions: Sequence[int] | None = None, source: str = "") -> GraphInfo:

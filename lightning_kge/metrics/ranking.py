@@ -74,17 +74,87 @@ def filtered_ranks(
     return torch.where(nan_target, at_least, ranks)
 
 
-@dataclass
-class RankingSummary:
-    """What one evaluation of a stage gave: the logged values and the per-relation breakdown.
+@dataclass(frozen=True)
+class Scores:
+    """MRR, MR and Hits@k of a group of ranked queries.
 
     Attributes:
-        values: ``{"mrr": …, "head/mrr": …, "1-to-N/mrr": …}`` as :meth:`RankingMetrics.summary` gives.
-        per_relation: :meth:`RankingMetrics.per_relation` (``"count"``, ``"mrr"``, … each ``(2, R)``).
+        mrr: mean reciprocal rank.
+        mr: mean rank.
+        hits: ``{k: share of ranks ≤ k}`` for each ``k`` of ``hits_at``.
+        count: how many queries (head and tail predictions count once each).
     """
 
-    values: dict[str, Tensor]
+    mrr: float
+    mr: float
+    hits: dict[int, float]
+    count: int
+
+    def values(self) -> dict[str, float]:
+        """``{"mrr": …, "mr": …, "hits@k": …}``.
+
+        Example:
+            >>> Scores(0.5, 3.0, {1: 0.25, 10: 1.0}, 4).values()
+            {'mrr': 0.5, 'mr': 3.0, 'hits@1': 0.25, 'hits@10': 1.0}
+        """
+        return {"mrr": self.mrr, "mr": self.mr, **{f"hits@{k}": v for k, v in self.hits.items()}}
+
+
+@dataclass
+class RankingSummary:
+    """What one evaluation of a stage gave, typed: both sides, each side, each relation group.
+
+    Attributes:
+        both: the mean over head and tail predictions (the headline numbers).
+        sides: ``{"head": Scores, "tail": Scores}``.
+        groups: ``{"1-to-N": Scores, …}``: each group of relations with queries (relation
+            categories); empty without a graph.
+        per_relation: :meth:`RankingMetrics.per_relation` (``"count"``, ``"mrr"``, … each ``(2, R)``).
+        raw: the same for raw (unfiltered) ranks, where they were computed.
+    """
+
+    both: Scores
+    sides: dict[str, Scores]
+    groups: dict[str, Scores]
     per_relation: dict[str, Tensor]
+    raw: RankingSummary | None = None
+
+    @property
+    def hits_at(self) -> tuple[int, ...]:
+        """The ``k`` of the Hits@k values."""
+        return tuple(self.both.hits)
+
+    def values(self) -> dict[str, float]:
+        """The flat values that are logged under ``{stage}/``: ``mrr``, ``head/hits@1``, ``1-to-N/mrr``,
+        ``raw/mrr`` …"""
+        out = dict(self.both.values())
+        for prefix, scores in (*self.sides.items(), *self.groups.items()):
+            out.update({f"{prefix}/{k}": v for k, v in scores.values().items()})
+        if self.raw is not None:
+            out.update({f"raw/{k}": v for k, v in self.raw.values().items()})
+        return out
+
+
+@dataclass
+class Ranks:
+    """The filtered ranks of one side of an evaluation batch: what :meth:`KGEModule.update_metrics` gets.
+
+    Attributes:
+        triples: ``(B, 3)`` the query triples.
+        side: ``"head"`` or ``"tail"``: which entity was ranked.
+        ranks: ``(B,)`` filtered ranks of the true entity (float64, ties per ``module.ties``).
+        raw: ``(B,)`` raw (unfiltered) ranks, or ``None`` when ``module.raw`` is off.
+    """
+
+    triples: Tensor
+    side: str
+    ranks: Tensor
+    raw: Tensor | None = None
+
+    @property
+    def relations(self) -> Tensor:
+        """``(B,)`` the relation of each query."""
+        return self.triples[:, 1]
 
 
 class RankingMetrics(Metric):
@@ -136,7 +206,7 @@ class RankingMetrics(Metric):
         return self.summary()
 
     def summary(self, groups: Tensor | None = None, names: tuple[str, ...] = ()) -> dict[str, Tensor]:
-        """The values of :meth:`compute`, plus MRR and Hits@k per group of relations.
+        """The values of :meth:`compute`, plus MRR, MR and Hits@k per group of relations.
 
         Reads the states as they are: under DDP call it inside ``self.sync_context()`` (as
         :class:`~lightning_kge.module.KGEModule` does), so that every process sees the sums over
@@ -150,13 +220,34 @@ class RankingMetrics(Metric):
         result = self._summarise(slice(None), slice(None), "")
         for s, side in enumerate(SIDES):
             result.update(self._summarise(s, slice(None), f"{side}/"))
+        for g, name in self._groups(groups, names):
+            result.update(self._summarise(slice(None), g, f"{name}/"))
+        return result
+
+    def ranking(self, groups: Tensor | None = None, names: tuple[str, ...] = ()) -> RankingSummary:
+        """The states as a typed :class:`RankingSummary` (read as they are, like :meth:`summary`)."""
+        return RankingSummary(
+            both=self._scores(slice(None), slice(None)),
+            sides={side: self._scores(s, slice(None)) for s, side in enumerate(SIDES)},
+            groups={name: self._scores(slice(None), g) for g, name in self._groups(groups, names)},
+            per_relation=self.per_relation(),
+        )
+
+    def _groups(self, groups: Tensor | None, names: tuple[str, ...]) -> list[tuple[Tensor, str]]:
         if groups is None:
-            return result
+            return []
+        found = []
         for g, name in enumerate(names):
             members = (groups == g).to(self.count.device)
             if self.count[:, members].sum() > 0:
-                result.update(self._summarise(slice(None), members, f"{name}/"))
-        return result
+                found.append((members, name))
+        return found
+
+    def _scores(self, side: int | slice, relations: Tensor | slice) -> Scores:
+        values = self._summarise(side, relations, "")
+        count = int(self.count[side][..., relations].sum())
+        return Scores(float(values["mrr"]), float(values["mr"]), {k: float(values[f"hits@{k}"]) for k in self.hits_at},
+                      count)
 
     def _summarise(self, side: int | slice, relations: Tensor | slice, prefix: str) -> dict[str, Tensor]:
         count = self.count[side][..., relations].sum().clamp(min=1)
