@@ -27,12 +27,14 @@ def config(output_dir: Path, *overrides: str) -> DictConfig:
         return compose(config_name="config", overrides=[*SMALL, *overrides, f"output_dir={output_dir}"])
 
 
-def entry(command: str, *args: str, cwd: Path, faults: bool = False) -> subprocess.CompletedProcess:
-    """Run ``python -m lightning_kge.<command> args`` as a user does (``faults``: ``scripts/`` importable)."""
+def entry(command: str, *args: str, cwd: Path, faults: bool = False, path: tuple[Path, ...] = ()) -> subprocess.CompletedProcess:
+    """Run ``python -m lightning_kge.<command> args`` as a user does (``faults``: ``scripts/`` importable;
+    ``path``: more folders on ``PYTHONPATH``, e.g. a client project's)."""
     env = dict(os.environ)
     env.pop("HYDRA_FULL_ERROR", None)
-    if faults:
-        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(SCRIPTS), env.get("PYTHONPATH")]))
+    folders = [*map(str, path), *([str(SCRIPTS)] if faults else [])]
+    if folders:
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [*folders, env.get("PYTHONPATH")]))
     return subprocess.run([sys.executable, "-m", f"lightning_kge.{command}", *args], cwd=cwd, env=env,
                           capture_output=True, text=True, timeout=600)
 

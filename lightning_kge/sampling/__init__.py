@@ -5,6 +5,7 @@ from lightning_kge.sampling.corruption import Corruption
 from lightning_kge.sampling.options import (
     BernoulliSampler,
     CachedSampler,
+    Sampler,
     SelfAdversarialSampledSampler,
     SelfAdversarialSampler,
     UniformSampler,
@@ -14,5 +15,5 @@ from lightning_kge.sampling.selection import Selection, Weighting
 
 __all__ = [
     "Corruption", "Selection", "Weighting", "SampledSelection", "CacheSelection", "gumbel_top_k",
-    "UniformSampler", "SelfAdversarialSampler", "BernoulliSampler", "SelfAdversarialSampledSampler", "CachedSampler",
+    "Sampler", "UniformSampler", "SelfAdversarialSampler", "BernoulliSampler", "SelfAdversarialSampledSampler", "CachedSampler",
 ]

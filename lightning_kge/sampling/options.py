@@ -24,6 +24,8 @@ Refused, with the key named: ``pool_size < num_negatives`` (a draw without repla
 
 from __future__ import annotations
 
+import abc
+
 from lightning_kge.errors import require
 from lightning_kge.sampling.cached import CacheSelection
 from lightning_kge.sampling.corruption import Corruption, Side
@@ -31,7 +33,24 @@ from lightning_kge.sampling.sampled import SampledSelection
 from lightning_kge.sampling.selection import Selection, Weighting
 
 
-class UniformSampler:
+class Sampler(abc.ABC):
+    """A ``sampler=`` option: the datamodule's :class:`Corruption` and the module's :class:`Selection`, made together.
+
+    The typed contract between the two halves of negative sampling: ``KGECLI`` takes one sampler
+    and hands :meth:`corruption` to the datamodule and :meth:`selection` to the module, as
+    ``train.build`` does for ``sampler=``.
+    """
+
+    @abc.abstractmethod
+    def corruption(self) -> Corruption:
+        """The datamodule's part: which side to replace and the candidate entities."""
+
+    @abc.abstractmethod
+    def selection(self) -> Selection:
+        """The module's part: choosing among the candidates and weighing them."""
+
+
+class UniformSampler(Sampler):
     """Uniform negatives with uniform weights ``w_i = 1/k`` (with ``temperature`` > 0: self-adversarial).
 
     Args:
@@ -96,7 +115,7 @@ class BernoulliSampler(UniformSampler):
         super().__init__(num_negatives, side, temperature, filtered, shared)
 
 
-class SelfAdversarialSampledSampler:
+class SelfAdversarialSampledSampler(Sampler):
     """The self-adversarial distribution sampled for real: a pool of ``pool_size`` uniform
     candidates per positive is scored without gradient, ``num_negatives`` of them are drawn
     without replacement with probabilities ``softmax(α f)`` (Gumbel top-k), and weighed uniformly.
@@ -135,7 +154,7 @@ class SelfAdversarialSampledSampler:
         return SampledSelection(self.num_negatives, self.temperature)
 
 
-class CachedSampler:
+class CachedSampler(Sampler):
     """Hard negatives from a per-query cache (NSCaching: Zhang et al., ICDE 2019).
 
     Each training query ``(h, r, ?)`` and ``(?, r, t)`` keeps the ``cache_size`` highest-scoring
