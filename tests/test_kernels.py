@@ -486,6 +486,15 @@ def test_native_build_failure_warns_once_and_says_why(monkeypatch, tmp_path) -> 
     assert reason and len([w for w in caught if "native CPU kernels" in str(w.message)]) == 1
 
 
+def test_a_native_build_announces_itself_in_one_line(monkeypatch, tmp_path, capsys) -> None:
+    monkeypatch.setenv("CXX", str(tmp_path / "no-such-compiler"))
+    monkeypatch.setenv("LIGHTNING_KGE_CACHE", str(tmp_path / "cache"))
+    with pytest.warns(RuntimeWarning):
+        rotate_native.unavailable.__wrapped__()
+    lines = [line for line in capsys.readouterr().err.splitlines() if "building the native CPU kernels" in line]
+    assert len(lines) == 1 and str(tmp_path / "cache" / "kernels") in lines[0]
+
+
 # --- the Triton backend without a GPU ------------------------------------------------------------------
 
 

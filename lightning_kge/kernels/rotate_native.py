@@ -1,7 +1,8 @@
 """The native CPU backend of the RotatE distance: C++ kernels on torch's own thread pool.
 
 ``rotate_native.cpp`` is compiled on first use with ``torch.utils.cpp_extension.load`` (the C++
-compiler torch uses for extensions, and ``ninja``; about 20 s) and cached under
+compiler torch uses for extensions, and ``ninja``; about a minute on two cores, announced by one line
+on stderr) and cached under
 ``lightning_kge.cache.cache_dir("kernels")``, keyed on the source, the flags and the torch
 version; a later process loads the cached library (``torch.ops.load_library``). It
 registers two operators, ``torch.ops.lightning_kge_native.rotate_forward`` and
@@ -20,6 +21,7 @@ import functools
 import hashlib
 import os
 import shutil
+import sys
 import warnings
 from pathlib import Path
 
@@ -86,6 +88,8 @@ def unavailable() -> str | None:
 
         _find_ninja()
         folder.mkdir(parents=True, exist_ok=True)
+        print(f"lightning_kge: building the native CPU kernels of rotate_distance into {folder} (once per source and "
+              "torch version; about a minute)", file=sys.stderr, flush=True)
         cpp_extension.load(
             name=name,
             sources=[str(SOURCE)],
