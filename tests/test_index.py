@@ -152,3 +152,11 @@ def test_a_union_of_disjoint_indexes_answers_as_one_index_of_all_triples(random_
         assert sorted(zip(*(x.tolist() for x in got))) == sorted(zip(*(x.tolist() for x in expected)))
     with pytest.raises(ArgumentError):
         UnionIndex(TripleIndex(first, E, R), TripleIndex(second, E + 1, R))
+
+
+def test_the_index_holds_at_most_48_bytes_per_distinct_triple(random_triples) -> None:
+    """answers and draw_keys: 2 pairs of 8 bytes per triple each; the query table: at most 2 queries of 8 bytes."""
+    triples = torch.unique(random_triples(5000, 50, 20000, seed=3), dim=0)
+    index = TripleIndex(triples, 5000, 50)
+    size = sum(value.numel() * value.element_size() for value in index.state().values())
+    assert 32 * len(triples) < size <= 48 * len(triples) + 8
