@@ -253,8 +253,9 @@ class KGEDataModule(L.LightningDataModule):
         require(isinstance(k, int) and k >= 1, "k", k, "an integer ≥ 1")
         if isinstance(queries, str):
             require(queries in SPLITS, "queries", queries, "a split name (" + ", ".join(SPLITS) + ") or (n, 2) ids")
-            triples = self.triples[queries]
-            pairs = torch.unique(triples[:, [0 if side == "tail" else 2, 1]], dim=0)
+            triples = self.triples[queries]  # its distinct (entity, relation) pairs, sorted: one packed key each
+            keys = torch.unique(triples[:, 0 if side == "tail" else 2] * self.num_relations + triples[:, 1])
+            pairs = torch.stack([keys // self.num_relations, keys % self.num_relations], dim=1)
         else:
             pairs = torch.as_tensor(queries, dtype=torch.long)
             require(pairs.ndim == 2 and pairs.shape[1] == 2, "queries", tuple(pairs.shape), "(n, 2) ids (entity, relation)")

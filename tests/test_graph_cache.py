@@ -3,6 +3,9 @@ on the next run; an edited file, a failed write or an unusable cache folder beha
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import threading
 import warnings
 from pathlib import Path
@@ -174,3 +177,14 @@ def test_the_datamodule_loads_a_large_graph_from_the_cache(
     monkeypatch.setattr(store, "MIN_CACHED_BYTES", 1 << 20)
     KGEDataModule(path=str(folder), unseen="drop").setup()  # small: parsed, not cached
     assert len(parses) == 2
+
+
+def test_the_temporary_folder_of_a_writer_that_died_is_removed_by_the_next_write(cache: Path, folder: Path) -> None:
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    abandoned = cache / f".{'0' * 32}.{int(dead.stdout)}.deadbeef.part"
+    alive = cache / f".{'1' * 32}.{os.getpid()}.deadbeef.part"
+    for scratch in (abandoned, alive):
+        scratch.mkdir(parents=True)
+        (scratch / "train.npy").write_bytes(b"half written")
+    prepare_graph(folder, "drop", cache=True)
+    assert not abandoned.exists() and alive.exists() and len(entries(cache)) == 1

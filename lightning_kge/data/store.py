@@ -80,7 +80,10 @@ def locked(key: str) -> Iterator[bool]:
         return
     with handle:
         if fcntl is not None:
-            fcntl.flock(handle, fcntl.LOCK_EX)
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX)
+            except OSError:  # a file system without locks (some network mounts): each process parses
+                pass
         yield True  # closing the file releases the lock
 
 
@@ -116,6 +119,7 @@ def write(key: str, meta: Mapping[str, Any], arrays: Mapping[str, np.ndarray],
     """
     folder = root() / key[:32]
     scratch = root() / f".{key[:32]}.{os.getpid()}.{uuid.uuid4().hex[:8]}.part"
+    _remove_abandoned()
     try:
         if folder.exists():  # unreadable (else it had been read): replace it
             shutil.rmtree(folder)
@@ -133,6 +137,18 @@ def write(key: str, meta: Mapping[str, Any], arrays: Mapping[str, np.ndarray],
         return False
     _prune(folder, meta.get("source"))
     return True
+
+
+def _remove_abandoned() -> None:
+    """Remove the temporary folders of writers that died before renaming them (named by their pid)."""
+    for scratch in root().glob(".*.part"):
+        try:
+            pid = int(scratch.name.split(".")[2])
+            os.kill(pid, 0)
+        except ProcessLookupError:  # no such process: nobody will finish or remove it
+            shutil.rmtree(scratch, ignore_errors=True)
+        except (ValueError, IndexError, OSError):  # another name, or a process of someone else
+            continue
 
 
 def _prune(keep: Path, source: Any) -> None:
