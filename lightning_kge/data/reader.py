@@ -15,6 +15,7 @@ from __future__ import annotations
 import itertools
 import re
 import unicodedata
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -193,7 +194,7 @@ def _split_fast(data: bytes, first: bool, header_possible: bool) -> tuple[list[s
     return labels[0::3], labels[1::3], labels[2::3]
 
 
-def _numbered(path: Path, data: bytes, first_line: int):
+def _numbered(path: Path, data: bytes, first_line: int) -> Iterator[tuple[int, str]]:
     """``(line_number, text)`` of the lines of a chunk that starts at line ``first_line``."""
     lines = data.split(b"\n")
     if lines and not lines[-1]:
