@@ -1,7 +1,8 @@
 """Scale: data set-up, training step, evaluation and checkpoints on synthetic graphs from 10k to 4.6M entities.
 
 Run from the repository root; the full run needs the machine to itself (at 4.6M entities a dense
-Adam step holds about 10 GB):
+Adam step holds about 10 GB) and takes roughly 20-30 minutes on 2 CPU cores with ``--optimizers
+adam`` (the 4.6M training steps and test dominate):
 
     flock /tmp/kge-cpu.lock python benchmarks/scale.py                        # 10k, 100k, 1M, 4.6M
     python benchmarks/scale.py --sizes 10000,100000                           # a quick run
@@ -362,9 +363,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--optimizers", default="adam", help="conf/optimizer options, comma-separated (default adam)")
     parser.add_argument("--parts", default="setup,step,eval", help="setup, step, eval (checkpoints come with step)")
     parser.add_argument("--device", default="cpu", help="cpu or cuda")
-    parser.add_argument("--steps", type=int, default=20, help="steps per timed window")
+    parser.add_argument("--steps", type=int, default=10, help="steps per timed window")
     parser.add_argument("--repeats", type=int, default=3, help="timed windows; the best counts")
-    parser.add_argument("--warmup", type=int, default=5, help="untimed steps first")
+    parser.add_argument("--warmup", type=int, default=3, help="untimed steps first")
     parser.add_argument("--threads", type=int, help="OMP_NUM_THREADS of the children (default: inherited)")
     parser.add_argument("--root", default=str(Path(tempfile.gettempdir()) / "lightning_kge_scale"),
                         help="where the synthetic graphs and their cache go (kept between runs)")
