@@ -9,8 +9,11 @@ import lightning as L
 from lightning.pytorch.trainer.states import TrainerFn
 from torch import Tensor
 
+from lightning_kge import atomic
 from lightning_kge.data.info import GraphInfo
 from lightning_kge.data.statistics import CATEGORIES
+from lightning_kge.errors import write_failed
+from lightning_kge.escaping import tsv_line
 from lightning_kge.module import KGEModule
 
 HEADLINE = ("mrr", "mr", "hits@1", "hits@3", "hits@10")
@@ -25,7 +28,8 @@ class TestReport(L.Callback):
     Writes ``metrics.json`` (every ``test/…`` value logged, e.g. ``test/mrr``, ``test/hits@10``,
     ``test/head/mrr``, ``test/1-to-N/mrr``, ``test/auc_pr``) and, with ``per_relation``,
     ``per_relation.tsv`` (queries, MRR and Hits@10 per relation and side, with the relation's
-    category). Being a callback, it runs inside the processes that test, so it works with
+    category), each whole or not at all (:mod:`lightning_kge.atomic`: a failed write, such as a
+    full disk, stops with one line and leaves the previous file as it was). Being a callback, it runs inside the processes that test, so it works with
     every strategy (``ddp`` re-launched ranks and ``ddp_spawn`` workers alike).
 
     Args:
@@ -52,13 +56,16 @@ class TestReport(L.Callback):
             return
         metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith(f"{stage}/")}
         folder = Path(self.output_dir)
-        folder.mkdir(parents=True, exist_ok=True)
-        (folder / "metrics.json").write_text(json.dumps(metrics, indent=2, sort_keys=True) + "\n")
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+        except OSError as error:
+            raise write_failed(error, folder) from None
         if not isinstance(pl_module, KGEModule):
             raise TypeError(f"TestReport needs a KGEModule, got {type(pl_module).__name__}")
         summary = pl_module.rankings.get(stage)
         if self.per_relation and summary is not None and pl_module.graph is not None:
-            (folder / "per_relation.tsv").write_text(per_relation_table(summary.per_relation, pl_module.graph))
+            atomic.write_text(folder / "per_relation.tsv", per_relation_table(summary.per_relation, pl_module.graph))
+        atomic.write_text(folder / "metrics.json", json.dumps(metrics, indent=2, sort_keys=True) + "\n")
         print(format_table(metrics, stage))
         print(f"metrics written to {folder / 'metrics.json'}")
 
@@ -66,18 +73,21 @@ class TestReport(L.Callback):
 def per_relation_table(values: dict[str, Tensor], graph: GraphInfo) -> str:
     """A TSV of test queries, MRR and Hits@10 per relation and side, with its category.
 
+    A header line, then one line per relation with test queries; labels are escaped as
+    :mod:`lightning_kge.escaping` says (``\\t``, ``\\n``, ``\\\\``, …), so every line is one row.
+
     Args:
         values: :meth:`~lightning_kge.metrics.ranking.RankingMetrics.per_relation` output.
         graph: the relation labels and categories.
     """
-    lines = ["relation\tcategory\tqueries\thead_mrr\ttail_mrr\thead_hits@10\ttail_hits@10"]
+    lines = [tsv_line(["relation", "category", "queries", "head_mrr", "tail_mrr", "head_hits@10", "tail_hits@10"])]
     for r, label in enumerate(graph.relations):
         count = int(values["count"][:, r].sum())
         if count:
             cells = [label, CATEGORIES[graph.relation_categories[r]], str(count)]
             cells += [f"{float(values[m][s, r]):.4f}" for m in ("mrr", "hits@10") for s in (0, 1)]
-            lines.append("\t".join(cells))
-    return "\n".join(lines) + "\n"
+            lines.append(tsv_line(cells))
+    return "".join(lines)
 
 
 def format_table(metrics: dict[str, float], stage: str) -> str:
