@@ -152,11 +152,13 @@ def check_out(out: Path, overwrite: bool) -> None:
     """Refuse an ``out`` that is not a folder, holds other files than an export, or an export without ``overwrite``."""
     if out.exists() and not out.is_dir():
         raise UserError("is a file, not a folder", str(out), "give out=DIR of a new folder")
-    if not out.is_dir() or not any(out.iterdir()):
+    if not out.is_dir():
         return
-    if Path.cwd().resolve().is_relative_to(out.resolve()):
+    if Path.cwd().resolve().is_relative_to(out.resolve()):  # it is replaced as a whole
         raise UserError("out is the current folder or holds it", str(out),
                         "export to a folder of its own: out=DIR (it is created)")
+    if not any(out.iterdir()):
+        return
     entries = sorted(out.iterdir())
     others = [p.name for p in entries if not is_export_file(p)]
     if others:

@@ -17,7 +17,7 @@ from lightning_kge.overrides import check_overrides, hydra_quoted
 from lightning_kge.predict import LABEL_KEYS, cfg_text, predict
 from lightning_kge.escaping import read_tsv
 from odd_labels import ENTITIES, RELATIONS, odd_run
-from runs import entry, one_line_error
+from runs import REPO, entry, one_line_error
 
 pytestmark = pytest.mark.filterwarnings("ignore:.*LeafSpec.*is deprecated", "ignore:.*does not have many workers")
 
@@ -95,3 +95,16 @@ def test_predict_answers_quoted_labels_and_refuses_an_unreadable_one_in_one_line
     refused = entry("predict", f"ckpt={ckpt}", "head=#x", "relation=r", cwd=tmp_path)
     assert one_line_error(refused) == ("error: Hydra's override grammar cannot read head=#x (command line): "
                                        "quote the label: head=\"'#x'\"")
+
+
+def test_the_readme_shows_the_quoting_that_hydra_reads_back() -> None:
+    readme = (REPO / "README.md").read_text(encoding="utf-8")
+    for key, label in [("relation", "#rel"), ("head", "NULL"), ("head", "a,b"), ("head", "a=b"), ("head", "New York"),
+                       ("head", "café"), ("head", "it's")]:
+        assert f"`{hydra_quoted(key, label)}`" in readme, label
+
+
+def test_plot_refuses_a_relation_label_hydra_cannot_read_in_one_line(tmp_path: Path) -> None:
+    refused = entry("plot", "ckpt=x", "out=y", "relation=#r", cwd=tmp_path)
+    assert one_line_error(refused) == ("error: Hydra's override grammar cannot read relation=#r (command line): "
+                                       "quote the label: relation=\"'#r'\"")
