@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from lightning.pytorch.loggers import CSVLogger
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
@@ -192,6 +193,19 @@ def test_a_full_disk_at_the_report_leaves_no_metrics_json(tmp_path: Path, monkey
     assert str(raised.value) == NO_SPACE.format(out / "metrics.json")
     assert not (out / "metrics.json").exists() and not (out / "test_weights.json").exists()
     assert not [p for p in out.iterdir() if p.name.startswith(".metrics.json")]
+
+
+def test_a_write_lightning_makes_on_a_full_disk_stops_training_with_one_line_naming_the_run(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def full(self) -> None:  # the CSV logger's file, whose error names no file
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(CSVLogger, "save", full)
+    out = tmp_path / "run"
+    with pytest.raises(UserError) as raised:
+        train(config(out, "trainer.max_steps=2"))
+    assert str(raised.value) == NO_SPACE.format(out)
 
 
 # --- a real full file system --------------------------------------------------------------------------

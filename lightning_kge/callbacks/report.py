@@ -29,8 +29,9 @@ class TestReport(L.Callback):
     ``test/head/mrr``, ``test/1-to-N/mrr``, ``test/auc_pr``) and, with ``per_relation``,
     ``per_relation.tsv`` (queries, MRR and Hits@10 per relation and side, with the relation's
     category), each whole or not at all (:mod:`lightning_kge.atomic`: a failed write, such as a
-    full disk, stops with one line and leaves the previous file as it was). Being a callback, it runs inside the processes that test, so it works with
-    every strategy (``ddp`` re-launched ranks and ``ddp_spawn`` workers alike).
+    full disk, stops with one line and leaves the previous file as it was). Being a callback, it
+    runs inside the processes that test, so it works with every strategy (``ddp`` re-launched
+    ranks and ``ddp_spawn`` workers alike).
 
     Args:
         output_dir: the folder to write to (the Hydra run directory).
