@@ -16,7 +16,7 @@ from lightning_kge.batches import EvaluationBatch, NegativeBatch, QueryBatch
 from lightning_kge.data.index import TripleIndex
 from lightning_kge.data.info import GraphInfo
 from lightning_kge.data.statistics import CATEGORIES
-from lightning_kge.errors import UserError, require
+from lightning_kge.errors import require
 from lightning_kge.losses import negative_sampling_loss
 from lightning_kge.metrics.ranking import SIDES, TIES, Ranks, RankingMetrics, RankingSummary, Ties, filtered_ranks
 from lightning_kge.models.base import KGEModel
