@@ -230,6 +230,17 @@ def module_of(optimizer, cls: type[KGEModel] = pRotatE, **arguments) -> KGEModul
     return KGEModule(cls(num_entities=E, num_relations=R, dim=DIM), optimizer=optimizer, **arguments)
 
 
+def test_a_pickled_model_leaves_out_its_row_positions_scratch_buffer() -> None:
+    import pickle
+
+    model = model_of()
+    model.use_sparse_gradients()
+    with model.reading_rows(torch.tensor([3, 1, 3])):
+        model.score_t(torch.tensor([1]), torch.tensor([0]), torch.tensor([[3]])).sum().backward()
+    assert model._row_positions is not None and model._row_positions.shape == (E,)
+    assert pickle.loads(pickle.dumps(model))._row_positions is None
+
+
 def test_the_module_switches_lookups_before_fitting_by_its_optimizer_and_names_its_groups() -> None:
     module = module_of(functools.partial(SparseAdam, lr=0.01))
     module.setup("test")  # evaluation only: nothing to switch
@@ -304,6 +315,9 @@ def test_a_run_with_a_sparse_optimizer_clips_schedules_and_checkpoints_its_state
     moments = state["state"][0]
     key = "exp_avg" if option == "sparse_adam" else "sum"
     assert moments["step"] == 6 and moments[key].shape == entity.shape and (moments[key] != 0).any()
+    loaded = KGEModule.load_from_checkpoint(out / "checkpoints" / "last.ckpt")  # as evaluate/predict/export load it
+    assert takes_sparse_gradients(loaded.optimizer_factory) and not loaded.model.sparse_gradients
+    assert torch.equal(loaded.model.entity.weight, entity)
 
 
 def test_a_sparse_adam_run_continued_from_its_checkpoint_equals_an_uninterrupted_run(tmp_path: Path) -> None:

@@ -213,6 +213,11 @@ class KGEModel(nn.Module, abc.ABC):
         finally:
             table.step_rows = None
 
+    def __getstate__(self) -> dict[str, Any]:
+        state = super().__getstate__()
+        state["_row_positions"] = None  # a scratch buffer (4 bytes per entity), made again where it is used
+        return state
+
     def _sparse_rows(self) -> bool:
         return self.sparse_gradients and torch.is_grad_enabled() and self.entity.weight.requires_grad
 
