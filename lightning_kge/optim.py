@@ -101,8 +101,8 @@ def native_entries(param: Tensor, grad: Tensor, state: list[Tensor]) -> tuple[Te
 
     Returns ``(ids, order, values)``: the entries' row ids sorted (a stable sort, so a row's entries
     are summed in their order), ``order`` into the rows of ``values`` (empty when the ids are
-    sorted already: a coalesced gradient, or the step's rows read once), and ``values`` ``(n, w)``. The native kernels take
-    float32 or float64 contiguous CPU tables whose state is alike.
+    sorted already: a coalesced gradient, or the step's rows read once), and ``values`` ``(n, w)``.
+    The native kernels take float32 or float64 contiguous CPU tables whose state is alike.
     """
     values = grad._values()
     usable = (param.device.type == "cpu" and param.dtype in (torch.float32, torch.float64) and param.dim() == 2
@@ -127,7 +127,8 @@ class SparseAdam(RowSparseOptimizer):
         θ_i ← θ_i − lr · √(1 − β₂ᵗ) / (1 − β₁ᵗ) · m_i / (√v_i + ε)
 
     and rows outside ``U`` keep ``θ``, ``m`` and ``v``. A dense gradient (a parameter outside the
-    tables) gets ``torch.optim.Adam``'s update, ``θ ← θ − lr / (1 − β₁ᵗ) · m / (√v / √(1 − β₂ᵗ) + ε)``.
+    tables) gets ``torch.optim.Adam``'s update,
+    ``θ ← θ − lr / (1 − β₁ᵗ) · m / (√v / √(1 − β₂ᵗ) + ε)``.
     At the first step the two agree on the touched rows up to where ``ε`` is added.
 
     Args:
@@ -220,8 +221,8 @@ class Adagrad(RowSparseOptimizer):
         require(_number(initial_accumulator_value) and initial_accumulator_value >= 0, "initial_accumulator_value",
                 initial_accumulator_value, "a number ≥ 0")
         require(_positive(eps), "eps", eps, "a number > 0")
-        super().__init__(params, {"lr": lr, "lr_decay": lr_decay, "initial_accumulator_value": initial_accumulator_value,
-                                  "eps": eps})
+        defaults = {"lr": lr, "lr_decay": lr_decay, "initial_accumulator_value": initial_accumulator_value, "eps": eps}
+        super().__init__(params, defaults)
 
     def init_state(self, param: Tensor, state: dict[str, Any], group: dict[str, Any]) -> None:
         state["step"] = 0

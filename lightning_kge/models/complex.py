@@ -30,4 +30,5 @@ class ComplEx(BilinearModel):
         return complex_product(complex_halves(self.entity_rows(h)), complex_halves(self.relation_rows(r)))
 
     def head_query(self, r: Tensor, t: Tensor) -> Tensor:
-        return complex_product(complex_halves(self.entity_rows(t)), complex_halves(self.relation_rows(r)), conjugate=True)
+        return complex_product(complex_halves(self.entity_rows(t)), complex_halves(self.relation_rows(r)),
+                               conjugate=True)
