@@ -9,7 +9,9 @@ registers two operators, ``torch.ops.lightning_kge_native.rotate_forward`` and
 ``rotate_backward``, which the custom op of :mod:`~lightning_kge.kernels.rotate_distance` calls
 for CPU tensors. They group the pairs of a call by entity (each pass reads every used table row
 once) and compute both gradients from one evaluation of ``|q_i − t_i|`` per pair; see the C++
-source for the maths.
+source for the maths. The same library holds ``adam_rows`` and ``adagrad_rows``, the row updates of
+the sparse optimizers (:mod:`lightning_kge.optim`): each touched row of a table and its state
+updated in one pass, with no temporary beyond one row.
 
 Where the build fails (no compiler, no ``ninja``), :func:`unavailable` returns why, after one
 warning; ``backend="auto"`` then uses the reference backend and ``backend="native"`` raises.
