@@ -15,6 +15,7 @@ from omegaconf import OmegaConf
 from torch import nn
 
 import lightning_kge.models
+from lightning_kge import testing
 from lightning_kge.errors import ArgumentError
 from lightning_kge.models import ComplEx, DistMult, KGEModel, RotatE, TransE, pRotatE
 from lightning_kge.models.functional import complex_halves, differences
@@ -166,67 +167,25 @@ def test_the_smallest_valid_arguments_build_a_model_that_scores(cls: type[KGEMod
 # --- the contract ----------------------------------------------------------------------------------
 
 
-def test_score_t_agrees_with_score_hrt_for_candidate_matrix(model: KGEModel) -> None:
-    h, r, _ = queries()
-    cands = torch.randint(E, (5, 7), generator=torch.Generator().manual_seed(1))
-    got = model.score_t(h, r, cands)
-    assert got.shape == (5, 7)
-    torch.testing.assert_close(got, model.score_hrt(h[:, None], r[:, None], cands), **TOL)
+@pytest.mark.parametrize("check", list(testing.CHECKS))
+@pytest.mark.parametrize("cls", [*MODELS, ComplexTransE], ids=lambda c: c.__name__)
+def test_every_model_honours_the_contract_that_lightning_kge_testing_checks(cls: type[KGEModel], check: str) -> None:
+    """Candidates per query, shared or all agree with score_hrt; broadcasting; gradients reach every
+    parameter and only the rows used; state_dict and checkpoint round trips (lightning_kge.testing)."""
+    testing.run_check(check, testing.factory_of(cls))
 
 
-def test_score_h_agrees_with_score_hrt_for_candidate_matrix(model: KGEModel) -> None:
-    _, r, t = queries()
-    cands = torch.randint(E, (5, 7), generator=torch.Generator().manual_seed(1))
-    got = model.score_h(r, t, cands)
-    assert got.shape == (5, 7)
-    torch.testing.assert_close(got, model.score_hrt(cands, r[:, None], t[:, None]), **TOL)
+class OffByOne(TransE):
+    """Breaks the contract: scoring all entities disagrees with scoring them as candidates."""
+
+    def score_candidates(self, query: torch.Tensor, index: torch.Tensor | None) -> torch.Tensor:
+        return super().score_candidates(query, index) + (1.0 if index is None else 0.0)
 
 
-def test_shared_candidates_agree_with_score_hrt(model: KGEModel) -> None:
-    h, r, t = queries()
-    cands = torch.tensor([3, 0, 10, 3, 7])
-    tails, heads = model.score_t(h, r, cands), model.score_h(r, t, cands)
-    assert tails.shape == heads.shape == (5, 5)
-    torch.testing.assert_close(tails, model.score_hrt(h[:, None], r[:, None], cands[None, :]), **TOL)
-    torch.testing.assert_close(heads, model.score_hrt(cands[None, :], r[:, None], t[:, None]), **TOL)
-
-
-def test_all_entities_agree_with_score_hrt(model: KGEModel) -> None:
-    h, r, t = queries()
-    every = torch.arange(E)
-    tails, heads = model.score_t(h, r), model.score_h(r, t)
-    assert tails.shape == heads.shape == (5, E)
-    torch.testing.assert_close(tails, model.score_hrt(h[:, None], r[:, None], every[None, :]), **TOL)
-    torch.testing.assert_close(heads, model.score_hrt(every[None, :], r[:, None], t[:, None]), **TOL)
-
-
-def test_score_hrt_broadcasts_like_a_loop_over_triples(model: KGEModel) -> None:
-    h, r, _ = queries()
-    t = torch.arange(E)
-    got = model.score_hrt(h[:, None], r[:, None], t[None, :])
-    assert got.shape == (5, E)
-    for b in range(5):
-        for c in range(E):
-            single = model.score_hrt(h[b : b + 1], r[b : b + 1], t[c : c + 1])
-            assert single.shape == (1,)
-            assert got[b, c].item() == pytest.approx(single.item(), rel=1e-5, abs=1e-5)
-    # a scalar relation broadcasts too
-    torch.testing.assert_close(model.score_hrt(h, torch.tensor(2), h), model.score_hrt(h, torch.full((5,), 2), h))
-
-
-def test_gradients_flow_to_every_parameter(model: KGEModel) -> None:
-    h, r, t = queries()
-    cands = torch.randint(E, (5, 3), generator=torch.Generator().manual_seed(2))
-    loss = model.score_hrt(h, r, t).sum() + model.score_t(h, r, cands).sum() + model.score_h(r, t, cands).sum()
-    loss.backward()
-    for name, parameter in model.named_parameters():
-        assert parameter.grad is not None, name
-        assert torch.isfinite(parameter.grad).all(), name
-        assert parameter.grad.abs().sum() > 0, name
-    touched = set(h.tolist()) | set(t.tolist()) | set(cands.flatten().tolist())
-    untouched = [e for e in range(E) if e not in touched]
-    if untouched:
-        assert (model.entity.weight.grad[untouched] == 0).all()
+def test_the_contract_check_refuses_a_model_that_breaks_it_naming_the_check() -> None:
+    testing.check_model(TransE)  # a model that honours it passes
+    with pytest.raises(AssertionError, match=r"breaks the contract \(all_entities\)"):
+        testing.check_model(OffByOne)
 
 
 def test_sparse_lookups_give_the_dense_gradients_as_touched_rows(model: KGEModel) -> None:
@@ -292,15 +251,6 @@ def test_parameter_groups_name_the_tables_apart_from_the_dense_parameters(model:
     assert groups["tables"] == [model.entity.weight, model.relation.weight]
     assert groups.get("dense", []) == ([model.modulus] if isinstance(model, pRotatE) else [])
     assert sum(len(p) for p in groups.values()) == len(list(model.parameters()))
-
-
-def test_state_dict_round_trip_gives_identical_scores(model: KGEModel) -> None:
-    clone = build(type(model), seed=123)
-    h, r, t = queries()
-    assert not torch.equal(clone.score_t(h, r), model.score_t(h, r))
-    clone.load_state_dict(model.state_dict())
-    assert torch.equal(clone.score_t(h, r), model.score_t(h, r))
-    assert torch.equal(clone.score_h(r, t), model.score_h(r, t))
 
 
 def test_initial_tables_lie_in_plus_minus_gamma_plus_two_over_dim(model: KGEModel) -> None:
