@@ -63,7 +63,7 @@ def saved_datamodule_class(checkpoint: Mapping[str, Any], where: str) -> type[KG
     path = None if state is None else state["datamodule_class"]
     if not path or path == f"{KGEDataModule.__module__}.{KGEDataModule.__qualname__}":
         return KGEDataModule
-    found = resolve(path, f"{where} (its datamodule class)")
+    found = resolve(path, f"{where}, its datamodule class")
     if not (isinstance(found, type) and issubclass(found, KGEDataModule)):
         raise UserError(f"the checkpoint's datamodule is a {path}, not a KGEDataModule", where,
                         "give data=NAME to evaluate on a dataset instead")

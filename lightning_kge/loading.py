@@ -89,7 +89,7 @@ def recorded_class(checkpoint: Mapping[str, Any], base: type, where: str) -> typ
     path = path or (checkpoint.get("hyper_parameters") or {}).get("_class_path")
     if not path or path == f"{base.__module__}.{base.__qualname__}":
         return base
-    found = resolve(path, f"{where} (its module class)")
+    found = resolve(path, f"{where}, its module class")
     if not (inspect.isclass(found) and issubclass(found, base)):
         raise UserError(f"the checkpoint holds a {path}, which is not a {base.__qualname__}", where,
                         f"load it with its own class ({path}.load_from_checkpoint)")

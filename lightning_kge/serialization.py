@@ -125,7 +125,7 @@ def resolve(path: str, where: str = "the checkpoint") -> Any:
 def _untrusted(path: str, where: str) -> UntrustedError:
     module = path.rpartition(".")[0] or path
     return UntrustedError(
-        f"{where} names {path}, which is not allowed: loading it would run code of the checkpoint's choosing",
+        f"{path} is not allowed in a checkpoint: building it would run code of the file's choosing",
         where,
         f"if you trust the file's source, allow its module with trust=[{module}] (config key trust, or the "
         f"trust=[...] argument of KGEModule.load_from_checkpoint)",
@@ -147,7 +147,7 @@ def check_specs(tree: Any, where: str = "the checkpoint") -> None:
     if isinstance(tree, Mapping):
         for key in ("_target_", "class_path", "_class_path"):
             if key in tree:
-                resolve(tree[key], f"{where} ({key} {tree[key]!r})")
+                resolve(tree[key], f"{where}, its {key}")
         for value in tree.values():
             check_specs(value, where)
     elif isinstance(tree, (list, tuple)):

@@ -198,6 +198,49 @@ def left_files(name: str) -> Callable[[Path], str]:
     return after
 
 
+class Payload:
+    """Unpickling it runs a shell command that leaves ``$DIR/payload-ran`` (a checkpoint as an attacker writes it)."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return os.system, (f"touch {self.marker}",)
+
+
+def edited_checkpoint(change: Callable[[dict, Path], None]) -> Callable[[Path], None]:
+    """A trained run whose ``last.ckpt`` is loaded as data, changed by ``change(checkpoint, folder)`` and saved."""
+
+    def setup(folder: Path) -> None:
+        trained(folder)
+        path = folder / "run" / "checkpoints" / "last.ckpt"
+        checkpoint = torch.load(path, weights_only=True)
+        change(checkpoint, folder)
+        torch.save(checkpoint, path)
+
+    return setup
+
+
+def payload_ran(folder: Path) -> str:
+    """Whether the payload's command ran."""
+    return "the payload ran!" if (folder / "payload-ran").exists() else "the payload never ran"
+
+
+def pickle_payload(checkpoint: dict, folder: Path) -> None:
+    checkpoint["callbacks"]["payload"] = Payload(folder / "payload-ran")
+
+
+def target_payload(checkpoint: dict, folder: Path) -> None:
+    checkpoint["hyper_parameters"]["lr_scheduler"] = {"_target_": "subprocess.getoutput",
+                                                      "cmd": f"touch {folder / 'payload-ran'}"}
+
+
+def module_class(path: str) -> Callable[[dict, Path], None]:
+    def change(checkpoint: dict, folder: Path) -> None:
+        checkpoint["lightning_kge"]["module_class"] = path
+    return change
+
+
 def garbage(folder: Path) -> None:
     (folder / "garbage.ckpt").write_text("this is not a checkpoint\n")
 
@@ -304,6 +347,16 @@ CASES = [
     Case("evaluate a folder as checkpoint", ["evaluate", "ckpt=$DIR"]),
     Case("evaluate on data with one label renamed", ["evaluate", f"ckpt={CKPT}", "data=tsv", "data.path=$DIR/graph"],
          renamed),
+    Case("evaluate a checkpoint holding a pickle that runs a command", ["evaluate", f"ckpt={CKPT}"],
+         edited_checkpoint(pickle_payload), after=payload_ran),
+    Case("predict with a checkpoint whose lr_scheduler spec names subprocess.getoutput",
+         ["predict", f"ckpt={CKPT}", "head=usa", "relation=embassy"], edited_checkpoint(target_payload), after=payload_ran),
+    Case("export a subclass checkpoint of a module not trusted", ["export", f"ckpt={CKPT}", "out=$DIR/emb"],
+         edited_checkpoint(module_class("my_project.modules.MyModule"))),
+    Case("the same with trust=[my_project], the module not importable", ["export", f"ckpt={CKPT}", "out=$DIR/emb",
+         "trust=[my_project]"], edited_checkpoint(module_class("my_project.modules.MyModule"))),
+    Case("evaluate a checkpoint whose module class was defined in __main__", ["evaluate", f"ckpt={CKPT}",
+         "trust=[__main__]"], edited_checkpoint(module_class("__main__.MyModule"))),
     Case("resume from a missing checkpoint", ["train", *TRAIN, "ckpt_path=$DIR/missing.ckpt"]),
     Case("resume with another model.dim", ["train", *TRAIN, "model.dim=16", f"ckpt_path={CKPT}"], trained),
     # run directories
