@@ -47,6 +47,12 @@ PAPER: dict[str, dict[str, float]] = {
     "rotate_countries_s2": {"auc_pr": 1.00},
     "rotate_countries_s3": {"auc_pr": 0.95},
 }
+TARGETS: dict[str, tuple[str, dict[str, float], str]] = {
+    "rotate_wikidata5m": ("target (GraphVite)", {"mrr": 0.290, "mr": 89459, "hits@1": 0.234, "hits@3": 0.322,
+                                                 "hits@10": 0.390}, "| GraphVite's own schedule | 2h06m | 4× V100 |"),
+}
+"""Published results of experiments not in the paper (label, metrics, the row's last cells), shown as target
+rows whether or not we have a run of them (GraphVite's docs/source/benchmark.rst for Wikidata5M)."""
 ORDER = (
     *PAPER,
     "rotate_nations",
@@ -239,6 +245,10 @@ def table(runs: list[Run]) -> str:
         if run.name in PAPER:
             paper = [format_value(PAPER[run.name].get(c), c) for c in COLUMNS]
             lines.append("| | paper | " + " | ".join(paper) + f" | {run.paper_steps:,} | | |")
+    ran = {run.name for run in runs}
+    for name, (label, metrics, tail) in TARGETS.items():
+        cells = [format_value(metrics.get(c), c) for c in COLUMNS]
+        lines.append(f"| {name if name not in ran else ''} | {label} | " + " | ".join(cells) + f" {tail}")
     lines += [
         "",
         "Test metrics are filtered, averaged over head and tail prediction; AUC-PR is over the",
