@@ -49,12 +49,14 @@ VERBATIM = {"usetex": False, "parse_math": False}
 
 
 def reverse_overlap(triples: Tensor, num_entities: int, num_relations: int) -> Tensor:
-    """``(R, R)`` counts: ``[a, b]`` = #distinct ``(h, t)`` with ``(h, a, t)`` and ``(t, b, h)`` known.
+    """``(R, R)`` counts as a sparse tensor: ``[a, b]`` = #distinct ``(h, t)`` with ``(h, a, t)`` and
+    ``(t, b, h)`` known.
 
-    The diagonal counts the symmetric pairs of each relation.
+    The diagonal counts the symmetric pairs of each relation. Sparse, because only pairs of relations
+    that share reversed triples have entries: a dense ``(R, R)`` table is 80 GB at 100k relations.
 
     Example:
-        >>> reverse_overlap(torch.tensor([[0, 0, 1], [1, 1, 0], [2, 0, 3], [3, 0, 2]]), 4, 2).tolist()
+        >>> reverse_overlap(torch.tensor([[0, 0, 1], [1, 1, 0], [2, 0, 3], [3, 0, 2]]), 4, 2).to_dense().tolist()
         [[2, 1], [1, 0]]
     """
     triples = torch.unique(triples.long(), dim=0)
@@ -68,17 +70,31 @@ def reverse_overlap(triples: Tensor, num_entities: int, num_relations: int) -> T
     rows = torch.repeat_interleave(torch.arange(len(triples)), count)
     offsets = torch.arange(int(count.sum())) - torch.repeat_interleave(torch.cumsum(count, 0) - count, count)
     partners = relations[low[rows] + offsets]
-    pairs = torch.bincount(r[rows] * num_relations + partners, minlength=num_relations**2)
-    return pairs.reshape(num_relations, num_relations)
+    keys, counts = torch.unique(r[rows] * num_relations + partners, return_counts=True)
+    indices = torch.stack([keys // num_relations, keys % num_relations])
+    return torch.sparse_coo_tensor(indices, counts, (num_relations, num_relations)).coalesce()
+
+
+def pair_count(overlap: Tensor, a: int, b: int) -> int:
+    """The entry ``[a, b]`` of :func:`reverse_overlap`'s counts."""
+    rows, cols = overlap.indices()
+    found = overlap.values()[(rows == a) & (cols == b)]
+    return int(found.sum())
 
 
 def choose_relations(triples: Tensor, num_entities: int, num_relations: int) -> dict[str, Any]:
     """The default relations: most frequent, most inverse pair, most symmetric (with their counts)."""
     sizes = torch.bincount(triples[:, 1], minlength=num_relations)
     overlap = reverse_overlap(triples, num_entities, num_relations)
-    off_diagonal = overlap.clone().fill_diagonal_(-1) if num_relations > 1 else overlap
-    pair = divmod(int(torch.argmax(off_diagonal)), num_relations)
-    share = overlap.diagonal() / sizes.clamp(min=1)
+    (rows, cols), counts = overlap.indices(), overlap.values()
+    off = rows != cols
+    if bool(off.any()):  # the pair sharing the most reversed triples (the first such pair, in index order)
+        best = int(torch.argmax(torch.where(off, counts, -1)))
+        pair = (int(rows[best]), int(cols[best]))
+    else:
+        pair = (0, 1) if num_relations > 1 else (0, 0)
+    diagonal = torch.zeros(num_relations, dtype=torch.long).index_add_(0, rows[~off], counts[~off])
+    share = diagonal / sizes.clamp(min=1)
     return {
         "relation": int(torch.argmax(sizes)),
         "inverse": pair,
@@ -210,13 +226,13 @@ def phase_plots(cfg: DictConfig, module: KGEModule, out: Path) -> list[Path]:
         r1, r2 = chosen["inverse"]
     s = pick("symmetric", label_value(cfg, "symmetric"))
     s = chosen["symmetric"] if s is None else s
-    share = int(overlap[s, s]) / max(int(sizes[s]), 1)
+    share = pair_count(overlap, s, s) / max(int(sizes[s]), 1)
     return [
         histograms(out / "relation_phases.png", [(f"{labels[r]} ({int(sizes[r])} triples)", phases[r])], cfg.bins),
         histograms(out / "inverse_phases.png", [
             (f"r1 = {labels[r1]}", phases[r1]),
             (f"r2 = {labels[r2]}", phases[r2]),
-            (f"θ(r1) + θ(r2): {int(overlap[r1, r2])} of {int(sizes[r1])} r1 triples reversed in r2",
+            (f"θ(r1) + θ(r2): {pair_count(overlap, r1, r2)} of {int(sizes[r1])} r1 triples reversed in r2",
              wrapped(phases[r1] + phases[r2])),
         ], cfg.bins),
         histograms(out / "symmetric_phases.png",
