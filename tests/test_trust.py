@@ -16,6 +16,7 @@ import torch
 from lightning_kge.checkpoints import load_datamodule, saved_graph
 from lightning_kge.data.info import GraphInfo
 from lightning_kge.errors import UserError
+from lightning_kge.escaping import read_tsv
 from lightning_kge.models import RotatE
 from lightning_kge.module import KGEModule
 from lightning_kge.serialization import UnresolvableError, UntrustedError, from_spec, resolve, trusting
@@ -254,8 +255,8 @@ def test_labels_that_look_like_interpolations_train_and_come_back_identical(tmp_
     answers = module.predict_tails("${oc.env:HOME}", "\\${x}", k=3)
     assert len(answers) == 3 and all(a.label in module.graph.entities for a in answers)
     written = export_embeddings(module, tmp_path / "export")
-    rows = (tmp_path / "export" / "entities.tsv").read_text(encoding="utf-8").splitlines()
-    assert [row.split("\t", 1)[1] for row in rows] == list(module.graph.entities) and written
+    assert [label for _, label in read_tsv(tmp_path / "export" / "entities.tsv")] == list(module.graph.entities)
+    assert written
     result = entry("plot", f"ckpt={ckpt}", f"out={tmp_path / 'plots'}", cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "${oc.env:HOME}" not in (tmp_path / "run" / "csv" / "hparams.yaml").read_text(encoding="utf-8")
