@@ -109,7 +109,7 @@ def objective(metrics: dict[str, float], name: str | None) -> Any:
 def fit(trainer: L.Trainer, module: KGEModule, datamodule: KGEDataModule, resume: Path | None, seed: int) -> None:
     """``trainer.fit``, continuing from the checkpoint ``resume`` (checked first) if given."""
     if resume is not None:
-        checkpoint = read_checkpoint(resume, key="ckpt_path")
+        checkpoint = read_checkpoint(resume, key="ckpt_path", mmap=True)  # the settings only, not the tensors
         check_resumable(checkpoint, module, datamodule, str(resume), seed=seed)
         if trainer.is_global_zero:
             run_dir.continue_csv_logs(trainer, int(checkpoint.get("global_step", 0)))

@@ -26,6 +26,7 @@ from lightning.pytorch.trainer.states import TrainerFn
 
 from lightning_kge.callbacks.divergence import DivergenceGuard, is_check_step
 from lightning_kge.errors import require
+from lightning_kge.sharding import folders
 
 LAST = "last.ckpt"
 BEST = "best.ckpt"
@@ -114,7 +115,7 @@ class Checkpoints(Checkpoint):
             return  # another criterion: its best score means nothing here
         self.best_score = state_dict.get("best_score")
         self.best_step = state_dict.get("best_step")
-        if self.best_score is not None and (self.dirpath / BEST).is_file():
+        if self.best_score is not None and (self.dirpath / BEST).exists():
             self.best_model_path = str(self.dirpath / BEST)
 
     # --- when to save -----------------------------------------------------------------------------
@@ -251,7 +252,7 @@ class Checkpoints(Checkpoint):
                     link_or_copy(target, self.dirpath / name)
         finally:
             if trainer.is_global_zero:
-                scratch.unlink(missing_ok=True)
+                folders.remove(scratch)
         self._saved_step = trainer.global_step
         self.last_model_path = str(self.dirpath / LAST)
         if guard is not None:
@@ -271,6 +272,7 @@ class Checkpoints(Checkpoint):
             return
         for path in step_checkpoints(self.dirpath)[: -self.keep]:
             path.unlink(missing_ok=True)
+        folders.collect(self.dirpath)
 
 
 def step_checkpoints(folder: Path) -> list[Path]:
@@ -280,7 +282,11 @@ def step_checkpoints(folder: Path) -> list[Path]:
 
 
 def replace_durably(source: Path, target: Path) -> None:
-    """Flush ``source`` to disk, then rename it to ``target`` (atomic on one file system)."""
+    """Flush ``source`` to disk, then rename it to ``target`` (atomic on one file system); a folder (a sharded
+    checkpoint) is published by a link (:func:`lightning_kge.sharding.folders.publish`)."""
+    if source.is_dir():
+        folders.publish(source, target)
+        return
     with open(source, "rb") as handle:
         os.fsync(handle.fileno())
     os.replace(source, target)
@@ -293,7 +299,11 @@ def replace_durably(source: Path, target: Path) -> None:
 
 
 def link_or_copy(source: Path, target: Path) -> None:
-    """Make ``target`` hold ``source``'s bytes, atomically: a hard link, or a copy where links fail."""
+    """Make ``target`` hold ``source``'s bytes, atomically: a hard link, or a copy where links fail; for a
+    folder (a sharded checkpoint), a link to the same folder."""
+    if source.is_dir():
+        folders.link(source, target)
+        return
     scratch = target.with_name(f".{target.name}.tmp")
     scratch.unlink(missing_ok=True)
     try:
