@@ -143,7 +143,7 @@ class TorchRecStrategy(DDPStrategy):
                             "train this model with strategy=ddp")
         width = int(entity.weight.shape[1])
         if width % 4:
-            multiple = 4 // math.gcd(4, width // max(1, getattr(model, "dim", width)) or 1)
+            multiple = 4 // math.gcd(4, int(getattr(model, "entity_multiple", 1)))
             raise UserError(f"FBGEMM's tables need rows of a multiple of 4 reals; the entity rows have {width}",
                             "config key model.dim", f"set model.dim to a multiple of {multiple}")
         params = fused_params(self.table_optimizer, self.table_lr, self.eps, self.betas, self.root_device.type)
