@@ -286,6 +286,29 @@ def test_every_table_model_trains_sharded_and_its_two_process_test_equals_one_pr
         assert value == pytest.approx(ranks[0]["test"][key], abs=1e-6), key
 
 
+@pytest.mark.parametrize("case", ["sgd", "protate"])
+def test_export_and_predict_of_a_sharded_checkpoint_on_one_process_give_its_rows_and_answers(
+        probe: Path, case: str, tmp_path: Path) -> None:
+    import numpy as np
+    from omegaconf import OmegaConf
+
+    from lightning_kge.checkpoints import load_module
+    from lightning_kge.export import export
+    from lightning_kge.predict import predict
+
+    ranks = records(probe, case)
+    checkpoint = str(probe / case / "final.ckpt")
+    export(OmegaConf.create({"ckpt": checkpoint, "trust": [], "out": str(tmp_path / "export"), "projector": False,
+                             "overwrite": False}))
+    assert np.array_equal(np.load(tmp_path / "export" / "entity.npy"), whole([r["after"] for r in ranks]).numpy())
+    module = load_module(checkpoint)
+    head, relation = module.graph.entities[0], module.graph.relations[0]
+    rows = predict(OmegaConf.create({"ckpt": checkpoint, "trust": [], "device": "cpu", "data": None, "head": head,
+                                     "relation": relation, "tail": None, "triples": None, "k": 14, "filter": "none"}))
+    scores = module.model.score_t(torch.tensor([0]), torch.tensor([0]))[0]
+    assert [row["tail"] for row in rows] == [module.graph.entities[i] for i in scores.argsort(descending=True)]
+
+
 def test_each_process_holds_only_its_rows_and_the_memory_they_take(probe: Path) -> None:
     memory = [torch.load(probe / "memory" / f"rank{r}.pt") for r in (0, 1)]
     assert [(m["offset"], m["shape"]) for m in memory] == [(0, (200_000, 64)), (200_000, (200_000, 64))]
