@@ -135,7 +135,7 @@ def final_test(trainer: L.Trainer, module: KGEModule, datamodule: KGEDataModule,
     else:
         metrics = test(trainer, module, datamodule)
         last = None if callback is None else callback.dirpath / "last.ckpt"
-        tested = str(last) if last is not None and last.is_file() else None
+        tested = str(last) if last is not None and last.exists() else None  # a file, or a sharded folder
     if trainer.is_global_zero:
         record = {"test_weights": weights, "checkpoint": tested}
         (output_dir / "test_weights.json").write_text(json.dumps(record, indent=2) + "\n")

@@ -24,6 +24,7 @@ among the step's) and ``Trainer.predict``.
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import shutil
@@ -71,7 +72,7 @@ class TorchRecStrategy(DDPStrategy):
         self,
         sharding: str = "row_wise",
         table_optimizer: str = "exact_rowwise_adagrad",
-        table_lr: float = 0.05,
+        table_lr: float = 0.1,
         eps: float = 1e-8,
         betas: tuple[float, float] = (0.9, 0.999),
         process_group_backend: str | None = None,
@@ -126,6 +127,13 @@ class TorchRecStrategy(DDPStrategy):
         if getattr(module, "compile_step", None) is not None:
             raise UserError("a compiled step cannot call TorchRec's lookups", "config key module.compile_step",
                             f"set module.compile_step=null, {fix}")
+        factory = getattr(module, "optimizer_factory", None)
+        while isinstance(factory, functools.partial):
+            factory = factory.func
+        if getattr(factory, "sparse_gradients", False):
+            raise UserError("a sparse optimizer is for tables kept whole on each process; here the entity table has "
+                            "its own fused optimizer (trainer.strategy.table_optimizer)", "config key optimizer",
+                            "use optimizer=adam for the relations and dense parameters")
         selection = type(getattr(module, "selection", None)).__name__
         if selection == "CacheSelection":
             raise UserError("the cached sampler draws negatives from per-query caches, outside the rows a sharded "

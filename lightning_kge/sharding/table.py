@@ -21,6 +21,7 @@ from __future__ import annotations
 from collections import OrderedDict
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -37,6 +38,35 @@ FEATURE = "ids"
 SHARDINGS = ("row_wise", "table_wise")
 """How the rows are spread: ``row_wise`` (contiguous row ranges, one per process), ``table_wise`` (all rows
 on process 0: TorchRec's placement for many small tables, here for comparison)."""
+
+
+@dataclass
+class ServedRows:
+    """The rows of a training step, read by one lookup: ``ids`` ``(U,)`` sorted and distinct, ``rows``
+    ``(U, w)`` (their gradient goes back to their owners). Models read them as a step's rows: by
+    :meth:`lookup`, and a fused kernel through :attr:`table` and :meth:`positions`."""
+
+    ids: Tensor
+    rows: Tensor
+
+    @property
+    def table(self) -> Tensor:
+        """The rows, as the table a fused kernel reads candidates from (with :meth:`positions`)."""
+        return self.rows
+
+    def positions(self, ids: Tensor) -> Tensor:
+        """Where each of ``ids`` lies in :attr:`rows`; an id that is not among them is an error (checked on CPU)."""
+        flat = ids.contiguous()
+        positions = torch.searchsorted(self.ids, flat)
+        if flat.device.type == "cpu" and flat.numel():
+            found = self.ids[positions.clamp(0, max(len(self.ids) - 1, 0))]
+            if not torch.equal(found, flat):
+                raise IndexError(f"entity {flat[found != flat][0].item()} was not read for this training step")
+        return positions
+
+    def lookup(self, ids: Tensor) -> Tensor:
+        """Rows of ``ids``: ``ids.shape + (w,)``."""
+        return self.rows[self.positions(ids.to(self.ids.device))]
 
 
 class ShardedEntityTable(nn.Module):
@@ -81,7 +111,8 @@ class ShardedEntityTable(nn.Module):
                                               device_type=self.device.type)
         sharded = sharder.shard(collection, plan, ShardingEnv.from_process_group(group), self.device)
         object.__setattr__(self, "collection", sharded)  # not a child: hidden from parameters(), DDP, .to()
-        self._step: tuple[Tensor, Tensor] | None = None
+        self.step_rows: ServedRows | None = None
+        """The rows of the running training step (inside :meth:`reading_rows`), or ``None``."""
         self._scoring = False
         self.load_rows(weight)
 
@@ -145,25 +176,20 @@ class ShardedEntityTable(nn.Module):
         rows inside :meth:`scoring_own_rows` (``ids`` then count from its first row), else :meth:`lookup`."""
         if self._scoring:
             return self.own_rows()[1][ids]
-        if self._step is None:
-            return self.lookup(ids)
-        unique, rows = self._step
-        flat = ids.reshape(-1).to(unique.device).contiguous()
-        positions = torch.searchsorted(unique, flat)
-        if flat.device.type == "cpu" and not bool((unique[positions.clamp(max=len(unique) - 1)] == flat).all()):
-            raise RuntimeError("an entity id looked up in a training step was not among the step's ids")
-        return rows[positions].reshape(*ids.shape, self.embedding_dim)
+        if self.step_rows is not None:
+            return self.step_rows.lookup(ids)
+        return self.lookup(ids)
 
     @contextmanager
     def reading_rows(self, ids: Tensor) -> Iterator[None]:
         """Read the rows of ``ids`` (every entity of a training step) by one lookup; serve every lookup inside
-        from them (each id looked up inside must be among ``ids``)."""
+        from them (:attr:`step_rows`; each id looked up inside must be among ``ids``)."""
         unique = torch.unique(ids.reshape(-1).to(self.device, torch.long))
-        self._step = (unique, self.lookup(unique))
+        self.step_rows = ServedRows(unique, self.lookup(unique))
         try:
             yield
         finally:
-            self._step = None
+            self.step_rows = None
 
     @contextmanager
     def scoring_own_rows(self) -> Iterator[tuple[int, int]]:
