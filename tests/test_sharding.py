@@ -175,6 +175,46 @@ def test_adam_on_cpu_and_a_table_width_fbgemm_cannot_take_are_refused_with_one_l
     assert "multiple of 4 reals" in line and "model.dim to a multiple of 2" in line
 
 
+@needs_torchrec
+@pytest.mark.parametrize(("setting", "key"), [
+    ({"gradient_clip_val": 1.0}, "trainer.gradient_clip_val"),
+    ({"accumulate_grad_batches": 2}, "trainer.accumulate_grad_batches"),
+    ({"regularization": 0.1}, "module.regularization"),
+    ({"compile_step": "default"}, "module.compile_step"),
+    ({"optimizer": "sparse"}, "optimizer"),
+    ({"selection": "cached"}, "sampler"),
+])
+def test_what_a_fused_sharded_table_cannot_follow_is_refused_with_one_line(setting: dict, key: str) -> None:
+    from types import SimpleNamespace
+
+    from lightning.pytorch.trainer.states import TrainerFn
+
+    from lightning_kge.models import RotatE
+    from lightning_kge.module import KGEModule
+    from lightning_kge.sampling.options import CachedSampler
+    from lightning_kge.sharding.strategy import TorchRecStrategy
+
+    class SparseOptimizer(torch.optim.SGD):
+        sparse_gradients = True
+
+    arguments = {k: v for k, v in setting.items() if k in ("regularization", "compile_step")}
+    if "optimizer" in setting:
+        arguments["optimizer"] = functools.partial(SparseOptimizer, lr=0.1)
+    if "selection" in setting:
+        arguments["selection"] = CachedSampler(num_negatives=2).selection()
+    module = KGEModule(RotatE(num_entities=5, num_relations=2, dim=2), **arguments)
+    trainer = SimpleNamespace(gradient_clip_val=setting.get("gradient_clip_val"),
+                              accumulate_grad_batches=setting.get("accumulate_grad_batches", 1),
+                              state=SimpleNamespace(fn=TrainerFn.FITTING))
+    strategy = TorchRecStrategy()
+    strategy._lightning_module = module
+    with pytest.raises(UserError) as error:
+        strategy.refuse_unsupported(trainer)
+    assert f"config key {key}" in str(error.value) and "\n" not in str(error.value)
+    with pytest.raises(UserError, match="predict from the checkpoint on one process"):
+        strategy.predict_step(None, 0)
+
+
 def test_the_strategy_yaml_values_are_the_class_defaults() -> None:
     import inspect
 

@@ -34,11 +34,13 @@ from typing import Any
 import lightning as L
 import torch
 from lightning.pytorch.strategies import DDPStrategy
+from lightning.pytorch.trainer.states import TrainerFn
 from torch import nn
 from torch.utils.data import DataLoader
 
 from lightning_kge.data.distributed import UnpaddedDistributedSampler
 from lightning_kge.errors import UserError, require
+from lightning_kge.sampling.cached import CacheSelection
 from lightning_kge.sharding import checkpoint as sharded_checkpoint
 from lightning_kge.sharding.optimizers import FUSED_OPTIMIZERS, FusedAndDense, fused_params
 from lightning_kge.sharding.packages import require_torchrec
@@ -111,7 +113,9 @@ class TorchRecStrategy(DDPStrategy):
         super().setup(trainer)
 
     def refuse_unsupported(self, trainer: L.Trainer) -> None:
-        """One line for each setting a fused, sharded table cannot follow."""
+        """One line for each training setting a fused, sharded table cannot follow (when fitting)."""
+        if trainer.state.fn != TrainerFn.FITTING:
+            return
         fix = "or train with strategy=ddp"
         if trainer.gradient_clip_val:
             raise UserError("fused tables are updated inside the backward pass and never hold a gradient to clip",
@@ -134,8 +138,7 @@ class TorchRecStrategy(DDPStrategy):
             raise UserError("a sparse optimizer is for tables kept whole on each process; here the entity table has "
                             "its own fused optimizer (trainer.strategy.table_optimizer)", "config key optimizer",
                             "use optimizer=adam for the relations and dense parameters")
-        selection = type(getattr(module, "selection", None)).__name__
-        if selection == "CacheSelection":
+        if isinstance(getattr(module, "selection", None), CacheSelection):
             raise UserError("the cached sampler draws negatives from per-query caches, outside the rows a sharded "
                             "step reads", "config key sampler", f"use sampler=self_adversarial (or uniform), {fix}")
 
