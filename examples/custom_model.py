@@ -22,7 +22,6 @@ import functools
 
 import lightning as L
 import torch
-from torch import Tensor
 
 from hole import HolE  # beside this script: a model class lives in an importable module, not in __main__
 from lightning_kge.datamodule import KGEDataModule

@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from lightning_kge.checkpoints import load_module
+from lightning_kge.escaping import read_tsv
 from lightning_kge.export import export_embeddings
 
 
@@ -33,8 +34,8 @@ def main() -> None:
     export_embeddings(load_module(args.ckpt), args.out, projector=True, overwrite=True)
     print(f"exported to {args.out}: {', '.join(sorted(p.name for p in args.out.iterdir()))}")
 
-    # Anyone can read the files back with numpy alone.
-    labels = [line.split("\t")[1] for line in (args.out / "entities.tsv").read_text(encoding="utf-8").splitlines()]
+    # The tables read back with numpy alone; the labels are escaped TSV (lightning_kge/escaping.py).
+    labels = [label for _, label in read_tsv(args.out / "entities.tsv")]
     real, imag = np.load(args.out / "entity_real.npy"), np.load(args.out / "entity_imag.npy")
     vectors = real + 1j * imag                                # (E, d) complex embeddings
     phases = np.load(args.out / "relation_phase.npy")         # (R, d) radians

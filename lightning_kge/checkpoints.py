@@ -113,7 +113,7 @@ def compare_graphs(saved: GraphInfo, found: GraphInfo, where: str) -> None:
 
 # Settings a resumed run may change: they affect evaluation only, not what training computes.
 EVALUATION_ONLY = {"module": {"ties", "eval_chunk_size", "hits_at"},
-                   "data": {"eval_batch_size", "num_workers", "name", "path", "url"}}
+                   "data": {"eval_batch_size", "num_workers", "name", "path", "url", "eval_sample"}}
 """Per config node, the hyperparameters a resumed run may change (``data.name``/``path``/``url``:
 the data is compared by its labels and fingerprint instead)."""
 

@@ -8,6 +8,7 @@ from typing import Any
 
 import lightning as L
 import torch
+from lightning.pytorch.trainer.states import TrainerFn
 from lightning.pytorch.utilities import rank_zero_warn
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
@@ -16,10 +17,11 @@ from lightning_kge.batches import EvaluationBatch, NegativeBatch, QueryBatch
 from lightning_kge.data.batches import LAST_BATCH, LastBatch, Rows, TrainSampler, mix_seed
 from lightning_kge.data.datasets import resolve_dataset
 from lightning_kge.data.distributed import UnpaddedDistributedSampler
-from lightning_kge.data.graph import SPLITS, KnowledgeGraph, UnseenPolicy, describe_duplicates, load_graph, read_entity_ids
-from lightning_kge.data.index import TripleIndex
+from lightning_kge.data.graph import SPLITS, KnowledgeGraph, UnseenPolicy, describe_duplicates, read_entity_ids
+from lightning_kge.data.index import TripleIndex, UnionIndex
 from lightning_kge.data.info import GraphInfo, describe
-from lightning_kge.data.statistics import head_corruption_probability, subsampling_weights
+from lightning_kge.data.prepared import prepare_graph
+from lightning_kge.data.statistics import GraphStatistics
 from lightning_kge.errors import UserError, require
 from lightning_kge.sampling.corruption import Corruption
 from lightning_kge.serialization import class_path, from_spec, to_spec
@@ -57,6 +59,10 @@ class KGEDataModule(L.LightningDataModule):
         regions: a file of candidate labels in the dataset folder (``regions.list`` for the
             countries datasets): its entity ids go into the :class:`GraphInfo`, and the
             ``RegionAUCPR`` callback reports AUC-PR over them.
+        eval_sample: validation during training ranks this many valid triples, a sample drawn
+            once from the global seed (the same triples at every validation and in every run with
+            that seed; under DDP each process ranks its share), instead of all of them. The final
+            test, ``Trainer.validate`` and ``evaluate`` rank every triple. ``None``: all.
     """
 
     def __init__(
@@ -72,6 +78,7 @@ class KGEDataModule(L.LightningDataModule):
         num_workers: int = 0,
         regions: str | None = None,
         last_batch: LastBatch = "keep",
+        eval_sample: int | None = None,
     ) -> None:
         super().__init__()
         if (name is None) == (path is None):
@@ -81,6 +88,8 @@ class KGEDataModule(L.LightningDataModule):
                 "an integer ≥ 1")
         require(isinstance(num_workers, int) and num_workers >= 0, "num_workers", num_workers, "an integer ≥ 0")
         require(last_batch in LAST_BATCH, "last_batch", last_batch, " or ".join(LAST_BATCH))
+        require(eval_sample is None or (isinstance(eval_sample, int) and not isinstance(eval_sample, bool)
+                                        and eval_sample >= 1), "eval_sample", eval_sample, "null or an integer ≥ 1")
         self.corruption: Corruption | None = from_spec(corruption)
         if path is not None:  # stored resolved, so a checkpoint's data is found from any folder
             path = str(Path(path).expanduser().resolve())
@@ -98,6 +107,7 @@ class KGEDataModule(L.LightningDataModule):
         self.num_workers = num_workers
         self.regions = regions
         self.last_batch = last_batch
+        self.eval_sample = eval_sample
         self.graph: KnowledgeGraph | None = None
         self.train_batches_done = 0
         """Training batches consumed so far (saved in checkpoints: a resumed run continues from it)."""
@@ -115,26 +125,29 @@ class KGEDataModule(L.LightningDataModule):
         return Path(self.path) if self.path is not None else resolve_dataset(self.name, self.url)
 
     def setup(self, stage: str | None = None) -> None:
+        """Load the graph, its indexes and statistics: parsed once, then from the cache
+        (:func:`~lightning_kge.data.prepared.prepare_graph`)."""
         if self.graph is not None:
             return
         folder = self.folder()
-        graph = load_graph(folder, self.unseen)
+        prepared = prepare_graph(folder, self.unseen)
+        graph = prepared.graph
         for split, count in graph.dropped.items():
             rank_zero_warn(f"dropped {count} {split} triples with an entity or relation not in train (data.unseen=drop)")
         for sentence in describe_duplicates(graph.duplicates):
             rank_zero_warn(f"{folder}: {sentence}")
         self.graph = graph
-        train = graph.triples["train"]
-        self.train_index = TripleIndex(train, graph.num_entities, graph.num_relations)
-        everything = torch.cat([graph.triples[s] for s in SPLITS])
-        self.filter_index = TripleIndex(everything, graph.num_entities, graph.num_relations)
+        self.statistics: GraphStatistics = prepared.statistics
+        self.train_index: TripleIndex = prepared.train_index
+        """The training triples: corruption draws outside them."""
+        self.filter_index: UnionIndex = prepared.filter_index
+        """Every split's triples: the evaluation filter."""
         region_ids = None if self.regions is None else read_entity_ids(folder / self.regions, graph.entity_to_id)
-        self.info: GraphInfo = describe(graph, region_ids, source=self.name or str(folder))
-        self.head_probability = head_corruption_probability(train, graph.num_relations)
+        self.info: GraphInfo = describe(graph, region_ids, source=self.name or str(folder),
+                                        statistics=prepared.statistics, fingerprint=prepared.fingerprint)
+        self.head_probability = prepared.statistics.head_probability
         self.train_weight = (
-            subsampling_weights(train, graph.num_entities, graph.num_relations)
-            if self.subsampling
-            else torch.ones(len(train))
+            prepared.statistics.subsampling_weights if self.subsampling else torch.ones(len(graph.triples["train"]))
         )
 
     @property
@@ -185,14 +198,35 @@ class KGEDataModule(L.LightningDataModule):
         return TrainLoader(self, Rows(size), batch_size=None, sampler=sampler, pin_memory=pin)
 
     def val_dataloader(self) -> DataLoader:
-        return self.eval_dataloader("valid")
+        """The valid split; while fitting, the ``eval_sample`` of it (if set)."""
+        fitting = self.trainer is not None and self.trainer.state.fn == TrainerFn.FITTING
+        return self.eval_dataloader("valid", self.eval_sample if fitting else None)
 
     def test_dataloader(self) -> DataLoader:
         return self.eval_dataloader("test")
 
-    def eval_dataloader(self, split: str) -> DataLoader:
-        """Filtered-ranking batches of ``split``; under DDP each query goes to exactly one rank."""
-        dataset = QueryDataset(self.triples[split])
+    def eval_rows(self, split: str, sample: int | None = None) -> Tensor:
+        """Row numbers of the ``split`` triples to rank: all, or ``sample`` of them drawn once from
+        the global seed (``torch.initial_seed()``), in file order.
+
+        Example:
+            >>> dm = KGEDataModule(name="nations")
+            >>> _ = torch.manual_seed(0)
+            >>> rows = dm.eval_rows("valid", 5)
+            >>> len(rows), torch.equal(rows, dm.eval_rows("valid", 5)), len(dm.eval_rows("valid"))
+            (5, True, 199)
+        """
+        size = len(self.triples[split])
+        if sample is None or sample >= size:
+            return torch.arange(size)
+        generator = torch.Generator().manual_seed(mix_seed(torch.initial_seed(), 0, size))
+        return torch.randperm(size, generator=generator)[:sample].sort().values
+
+    def eval_dataloader(self, split: str, sample: int | None = None) -> DataLoader:
+        """Filtered-ranking batches of ``split`` (or of ``sample`` of its triples, see
+        :meth:`eval_rows`); under DDP each query goes to exactly one rank."""
+        triples = self.triples[split]
+        dataset = QueryDataset(triples if sample is None else triples[self.eval_rows(split, sample)])
         sampler = None
         trainer = self.trainer
         if trainer is not None and trainer.world_size > 1:
@@ -224,8 +258,9 @@ class KGEDataModule(L.LightningDataModule):
         require(isinstance(k, int) and k >= 1, "k", k, "an integer ≥ 1")
         if isinstance(queries, str):
             require(queries in SPLITS, "queries", queries, "a split name (" + ", ".join(SPLITS) + ") or (n, 2) ids")
-            triples = self.triples[queries]
-            pairs = torch.unique(triples[:, [0 if side == "tail" else 2, 1]], dim=0)
+            triples = self.triples[queries]  # its distinct (entity, relation) pairs, sorted: one packed key each
+            keys = torch.unique(triples[:, 0 if side == "tail" else 2] * self.num_relations + triples[:, 1])
+            pairs = torch.stack([keys // self.num_relations, keys % self.num_relations], dim=1)
         else:
             pairs = torch.as_tensor(queries, dtype=torch.long)
             require(pairs.ndim == 2 and pairs.shape[1] == 2, "queries", tuple(pairs.shape), "(n, 2) ids (entity, relation)")
@@ -331,7 +366,7 @@ class QueryDataset(Dataset):
 class FilterCollate:
     """Collate query triples (already stacked) with the pairs of their other true answers."""
 
-    def __init__(self, index: TripleIndex) -> None:
+    def __init__(self, index: TripleIndex | UnionIndex) -> None:
         self.index = index
 
     def __call__(self, triples: Tensor) -> EvaluationBatch:
@@ -344,7 +379,7 @@ class FilterCollate:
 class QueryCollate:
     """Collate ``(entity, relation)`` pairs into a :class:`QueryBatch` with the answers ``index`` knows."""
 
-    def __init__(self, index: TripleIndex | None, side: str, k: int) -> None:
+    def __init__(self, index: TripleIndex | UnionIndex | None, side: str, k: int) -> None:
         self.index, self.side, self.k = index, side, k
 
     def __call__(self, pairs: Tensor) -> QueryBatch:

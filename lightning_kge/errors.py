@@ -11,6 +11,7 @@ Library code raises them like any exception, so Python users can catch them.
 
 from __future__ import annotations
 
+import errno
 import functools
 import os
 import sys
@@ -113,20 +114,77 @@ def require(condition: bool, name: str, value: Any, requirement: str) -> None:
         raise ArgumentError(name, value, requirement)
 
 
+WRITE_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EFBIG})
+"""``errno`` values that only a write gives: a full disk or quota, a read-only file system, a file too large."""
+
+
+def write_failed(error: OSError, path: str | os.PathLike) -> UserError:
+    """The one-line error of a write of ``path`` that failed with ``error``.
+
+    Example:
+        >>> str(write_failed(OSError(errno.ENOSPC, "No space left on device"), "out/metrics.json"))
+        'no space left on device (out/metrics.json): free space or choose another folder'
+        >>> str(write_failed(OSError(errno.EROFS, "Read-only file system"), "out"))
+        'cannot write: read-only file system (out): choose a folder you can write to'
+        >>> str(write_failed(OSError("killed while writing"), "out/last.ckpt"))
+        'cannot write: killed while writing (out/last.ckpt): check the disk and the folder, or choose another folder'
+    """
+    if error.errno in (errno.ENOSPC, errno.EDQUOT):
+        what = "no space left on device" if error.errno == errno.ENOSPC else "disk quota exceeded"
+        return UserError(what, str(path), "free space or choose another folder")
+    reason = (error.strerror or str(error) or type(error).__name__).lower()
+    if error.errno in (errno.EROFS, errno.EACCES, errno.EPERM):
+        return UserError(f"cannot write: {reason}", str(path), "choose a folder you can write to")
+    return UserError(f"cannot write: {reason}", str(path), "check the disk and the folder, or choose another folder")
+
+
+def _reported(error: BaseException, folder: str | None) -> UserError | None:
+    """The error to report: a :class:`UserError`, also one that a failed write interrupted (its context).
+
+    A failed write whose error names no file is placed in ``folder`` (the command's output folder).
+    """
+    if isinstance(error, UserError):
+        return error
+    if isinstance(error, OSError) and error.errno in WRITE_ERRNOS:
+        cause: BaseException | None = error.__context__
+        while cause is not None:  # e.g. a logger's write on a full disk while the run stopped for an earlier error
+            if isinstance(cause, UserError):
+                return cause
+            cause = cause.__context__
+        return write_failed(error, error.filename or folder or "a file being written")
+    return None
+
+
+def _output_folder(args: tuple[Any, ...]) -> str | None:
+    """The output folder of a command's config (its ``output_dir`` or ``out``), if it has one."""
+    for arg in args:
+        for key in ("output_dir", "out"):
+            try:
+                value = arg.get(key) if hasattr(arg, "get") else None
+            except Exception:  # noqa: BLE001 (a config value that cannot be resolved: no folder)
+                value = None
+            if isinstance(value, str):
+                return value
+    return None
+
+
 def reports_user_errors(function: F) -> F:
     """Wrap a command's body: a :class:`UserError` becomes one line on stderr and exit status 2.
 
-    With ``HYDRA_FULL_ERROR=1`` in the environment the error propagates with its traceback.
+    So does an ``OSError`` that only a write gives (:data:`WRITE_ERRNOS`: a full disk, ...),
+    wherever it was raised: ``error: no space left on device (PATH): free space or choose another
+    folder``. With ``HYDRA_FULL_ERROR=1`` in the environment the error propagates with its traceback.
     """
 
     @functools.wraps(function)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
             return function(*args, **kwargs)
-        except UserError as error:
-            if os.environ.get("HYDRA_FULL_ERROR", "0") not in ("", "0"):
+        except (UserError, OSError) as error:
+            reported = _reported(error, _output_folder(args))
+            if reported is None or os.environ.get("HYDRA_FULL_ERROR", "0") not in ("", "0"):
                 raise
-            print(error.report(), file=sys.stderr, flush=True)
+            print(reported.report(), file=sys.stderr, flush=True)
             raise SystemExit(EXIT_STATUS) from None
 
     return wrapper  # type: ignore[return-value]

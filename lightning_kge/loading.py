@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import inspect
 import pickle
-import zipfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
@@ -64,23 +63,29 @@ def read_checkpoint(path: str | Path | IO, key: str = "ckpt", mmap: bool = False
             return read_checkpoint(path / REST, key, mmap) if mmap else read_sharded(path)
     try:
         checkpoint = torch.load(path, map_location="cpu", weights_only=True, mmap=mmap and isinstance(path, Path))
-    except pickle.UnpicklingError as error:
-        found = next((line.strip() for line in str(error).splitlines() if "GLOBAL" in line or "global" in line), "")
-        raise UserError(
-            "the checkpoint holds pickled objects, not only data; loading them could run code of the file's choosing, "
-            f"so it was refused without running anything ({found[:160] or 'weights_only load failed'})",
-            where,
-            "load only checkpoints written by lightning_kge (or Lightning) that hold tensors and plain values",
-        ) from None
-    except (OSError, RuntimeError, EOFError, ValueError, zipfile.BadZipFile) as error:
-        raise UserError(
-            f"cannot read the checkpoint ({type(error).__name__}: {str(error).split('. ')[0][:120]})",
-            where,
-            "the file is truncated or not a checkpoint: use another one (checkpoints/last.ckpt or best.ckpt)",
-        ) from None
+    except Exception as error:  # noqa: BLE001 - whatever the bytes are, the answer is one line
+        raise unreadable(error, where) from None
     if not isinstance(checkpoint, dict) or "state_dict" not in checkpoint:
         raise UserError("not a Lightning checkpoint", where, "give a .ckpt file written by lightning_kge.train")
     return checkpoint
+
+
+def unreadable(error: Exception, where: str) -> UserError:
+    """The one-line error of a file ``torch.load(weights_only=True)`` refused: unsafe, or not a checkpoint."""
+    text = str(error)
+    found = next((line.strip() for line in text.splitlines() if "Unsupported global" in line or "GLOBAL" in line), "")
+    if isinstance(error, pickle.UnpicklingError) and found:
+        return UserError(
+            "the checkpoint holds pickled objects, not only data; loading them could run code of the file's choosing, "
+            f"so it was refused without running anything ({found[:160]})",
+            where,
+            "load only checkpoints written by lightning_kge (or Lightning) that hold tensors and plain values",
+        )
+    return UserError(
+        f"cannot read the checkpoint ({type(error).__name__}: {text.split('. ')[0].splitlines()[0][:120] if text else ''})",
+        where,
+        "the file is truncated or not a checkpoint: use another one (checkpoints/last.ckpt or best.ckpt)",
+    )
 
 
 def recorded_class(checkpoint: Mapping[str, Any], base: type, where: str) -> type:

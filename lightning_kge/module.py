@@ -19,7 +19,8 @@ from lightning_kge.data.statistics import CATEGORIES
 from lightning_kge.errors import UserError, require
 from lightning_kge.losses import negative_sampling_loss
 from lightning_kge.metrics.ranking import SIDES, TIES, Ranks, RankingMetrics, RankingSummary, Ties, filtered_ranks
-from lightning_kge.models.base import KGEModel
+from lightning_kge.models.base import DENSE, KGEModel
+from lightning_kge.optim import clip_gradients, takes_sparse_gradients
 from lightning_kge.sampling.selection import Selection, Weighting
 from lightning_kge.serialization import check_importable, class_path, from_spec, to_spec, trusting
 
@@ -354,9 +355,17 @@ class KGEModule(L.LightningModule):
         return loss
 
     def training_loss(self, batch: NegativeBatch) -> Tensor:
-        """:meth:`batch_loss`, compiled at the first call when ``compile_step`` names a mode."""
+        """:meth:`batch_loss`, compiled at the first call when ``compile_step`` names a mode.
+
+        With sparse row gradients the step's entity rows are read once
+        (:meth:`~lightning_kge.models.base.KGEModel.reading_rows`).
+        """
         if self.compile_step is None:
-            return self.batch_loss(batch)
+            if not self.model.sparse_gradients:
+                return self.batch_loss(batch)
+            entities = torch.cat([batch.positives[:, 0], batch.positives[:, 2], batch.negatives.reshape(-1)])
+            with self.model.reading_rows(entities):
+                return self.batch_loss(batch)
         if self._compiled_loss is None:
             self._compiled_loss = torch.compile(self.batch_loss, mode=self.compile_step, fullgraph=True, dynamic=False)
         if self.compile_step in CUDA_GRAPH_MODES:
@@ -380,13 +389,76 @@ class KGEModule(L.LightningModule):
         state["_compiled_loss"] = None  # compiled again where it is used (ddp_spawn pickles the module)
         return state
 
+    # --- optimizers ---------------------------------------------------------------------------------
+    def setup(self, stage: str) -> None:
+        """Before fitting, switch the model's lookups to sparse row gradients when the optimizer takes
+        them (:func:`~lightning_kge.optim.takes_sparse_gradients`), dense ones otherwise.
+
+        It runs before the strategy wraps the model: ``DistributedDataParallel`` reads each
+        ``nn.Embedding``'s ``sparse`` flag when it wraps. What cannot train with sparse gradients is
+        refused here, with one line: ``compile_step``, the L3 ``regularization`` (it reads whole
+        tables) and a NCCL process group (sparse all-reduce exists only over gloo).
+        """
+        if stage != "fit":
+            return
+        sparse = takes_sparse_gradients(self.optimizer_factory)
+        if sparse:
+            self._refuse_sparse_problems()
+        self.model.use_sparse_gradients(sparse)
+
+    def _refuse_sparse_problems(self) -> None:
+        fix = "or train with optimizer=adam (dense gradients)"
+        if self.compile_step is not None:
+            raise UserError("a compiled step cannot use sparse row gradients (the unique candidate rows have a "
+                            "data-dependent shape)", "config key module.compile_step",
+                            f"set module.compile_step=null, {fix}")
+        if self.regularization:
+            raise UserError("the L3 regularization reads whole tables, so their gradient is dense, which a sparse "
+                            "optimizer does not take", "config key module.regularization",
+                            f"set module.regularization=0, {fix}")
+        trainer = self._trainer
+        backend = None if trainer is None else getattr(trainer.strategy, "process_group_backend", None)
+        if backend == "nccl":
+            raise UserError("sparse row gradients cannot be all-reduced over NCCL (only gloo has a sparse "
+                            "all-reduce)", "strategy process_group_backend=nccl",
+                            f"train on one device or on CPU processes (trainer=ddp_cpu), {fix}")
+
+    def parameter_groups(self) -> list[dict[str, Any]]:
+        """The module's parameters as named optimizer groups: the model's ``tables`` and ``dense``
+        (:meth:`~lightning_kge.models.base.KGEModel.parameter_groups`); any other parameter of the
+        module joins ``dense``. A strategy that keeps the tables elsewhere takes out ``tables``."""
+        groups = self.model.parameter_groups()
+        grouped = {id(p) for group in groups for p in group["params"]}
+        others = [p for p in self.parameters() if id(p) not in grouped]
+        if others:
+            dense = next((g for g in groups if g["name"] == DENSE), None)
+            if dense is None:
+                groups.append({"name": DENSE, "params": others})
+            else:
+                dense["params"] = [*dense["params"], *others]
+        return groups
+
     def configure_optimizers(self) -> Any:
         factory = self.optimizer_factory or torch.optim.Adam
-        optimizer = factory(self.parameters())
+        optimizer = factory(self.parameter_groups())
         if self.lr_scheduler_factory is None:
             return optimizer
         scheduler = self.lr_scheduler_factory(optimizer)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+    def configure_gradient_clipping(
+        self, optimizer: torch.optim.Optimizer, gradient_clip_val: float | None = None,
+        gradient_clip_algorithm: str | None = None,
+    ) -> None:
+        """Lightning's clipping (``trainer.gradient_clip_val``, ``gradient_clip_algorithm``), which
+        torch refuses for sparse gradients: with them, :func:`~lightning_kge.optim.clip_gradients`
+        clips as torch clips the equal dense gradients."""
+        if not self.model.sparse_gradients:
+            super().configure_gradient_clipping(optimizer, gradient_clip_val, gradient_clip_algorithm)
+        elif gradient_clip_val:
+            algorithm = str(getattr(gradient_clip_algorithm, "value", gradient_clip_algorithm) or "norm").lower()
+            clip_gradients([p for group in optimizer.param_groups for p in group["params"]], gradient_clip_val,
+                           algorithm)
 
     # --- evaluation ---------------------------------------------------------------------------------
     def rank_batch(self, batch: EvaluationBatch, stage: str) -> None:

@@ -15,28 +15,37 @@ Writes PNGs to ``DIR``:
 Relations left ``null`` are chosen from the training triples, so the defaults work on any graph:
 the relation with the most triples; the pair ``(r1, r2)`` with the most ``(h, t)`` such that
 ``(h, r1, t)`` and ``(t, r2, h)`` are both training triples; the relation with the largest
-share of triples whose reverse is also one. The titles give these counts.
+share of triples whose reverse is also one. The titles give these counts, and the labels as they
+are (no TeX, no mathtext: ``$\\frac{$`` is text). Labels are given as typed, quoted for Hydra where
+its grammar reads them specially (``relation="'#rel'"``, :mod:`lightning_kge.overrides`). Each PNG is
+written whole or not at all (:mod:`lightning_kge.atomic`).
 """
 
 from __future__ import annotations
 
 import csv
+import io
 import math
 from pathlib import Path
 from typing import Any
 
 import hydra
 import torch
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 from torch import Tensor
 
+from lightning_kge import atomic
 from lightning_kge.checkpoints import load_datamodule, load_module
-from lightning_kge.errors import UserError, reports_user_errors
+from lightning_kge.errors import UserError, reports_user_errors, write_failed
 from lightning_kge.extras import require_package
 from lightning_kge.models import RotatE, pRotatE
 from lightning_kge.module import KGEModule
+from lightning_kge.overrides import checked_command_line, label_value
 from lightning_kge.prediction import relation_id
 from lightning_kge.configs import config_dir
+
+VERBATIM = {"usetex": False, "parse_math": False}
+"""Text properties that show a label as it is: no TeX, no mathtext (``$…$``)."""
 
 
 def reverse_overlap(triples: Tensor, num_entities: int, num_relations: int) -> Tensor:
@@ -104,7 +113,7 @@ def histograms(path: Path, panels: list[tuple[str, Tensor]], bins: int) -> Path:
     figure, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 3.4), squeeze=False)
     for ax, (title, values) in zip(axes[0], panels):
         ax.hist(values.flatten().numpy(), bins=bins, range=(-math.pi, math.pi), color="#4c72b0")
-        ax.set_title(title, fontsize=9)
+        ax.set_title(title, fontsize=9, **VERBATIM)  # titles hold labels: "$\\frac{$" is text, not maths
         ax.set_xlim(-math.pi, math.pi)
         ax.set_xticks([-math.pi, -math.pi / 2, 0, math.pi / 2, math.pi], ["−π", "−π/2", "0", "π/2", "π"])
         ax.set_xlabel("phase θ (radians)")
@@ -145,10 +154,16 @@ def pyplot() -> Any:
 
 
 def save(figure: Any, path: Path) -> Path:
+    """Save ``figure`` as the PNG ``path``, whole or not at all (:mod:`lightning_kge.atomic`)."""
     figure.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(path, dpi=110)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise write_failed(error, path.parent) from None
+    image = io.BytesIO()
+    figure.savefig(image, dpi=110, format="png")
     pyplot().close(figure)
+    atomic.write_bytes(path, image.getvalue())
     return path
 
 
@@ -184,15 +199,16 @@ def phase_plots(cfg: DictConfig, module: KGEModule, out: Path) -> list[Path]:
     def pick(key: str, value: Any) -> int | None:
         return relation_id(module.graph, str(value), len(labels), f"config key {key}") if value is not None else None
 
-    r = pick("relation", cfg.relation)
+    r = pick("relation", label_value(cfg, "relation"))  # labels as typed: never interpolated by OmegaConf
     r = chosen["relation"] if r is None else r
-    if cfg.inverse is not None:
-        if len(cfg.inverse) != 2:
-            raise UserError(f"inverse={list(cfg.inverse)} is not a pair", "config key inverse", "give inverse=[R1,R2]")
-        r1, r2 = (pick("inverse", label) for label in cfg.inverse)
+    inverse = OmegaConf.to_container(cfg, resolve=False).get("inverse")
+    if inverse is not None:
+        if not isinstance(inverse, list) or len(inverse) != 2:
+            raise UserError(f"inverse={inverse!r} is not a pair", "config key inverse", "give inverse=[R1,R2]")
+        r1, r2 = (pick("inverse", label) for label in inverse)
     else:
         r1, r2 = chosen["inverse"]
-    s = pick("symmetric", cfg.symmetric)
+    s = pick("symmetric", label_value(cfg, "symmetric"))
     s = chosen["symmetric"] if s is None else s
     share = int(overlap[s, s]) / max(int(sizes[s]), 1)
     return [
@@ -208,10 +224,11 @@ def phase_plots(cfg: DictConfig, module: KGEModule, out: Path) -> list[Path]:
     ]
 
 
+@checked_command_line(("relation", "symmetric"))
 @hydra.main(version_base="1.3", config_path=str(config_dir()), config_name="plot")
 @reports_user_errors
 def main(cfg: DictConfig) -> Any:
-    """Command-line entry point (Hydra)."""
+    """Command-line entry point (Hydra); labels Hydra cannot read are refused first, in one line."""
     return plot(cfg)
 
 

@@ -11,6 +11,10 @@ in every split (``all``) or none (``none``); the known triples come from the dat
 checkpoint was trained on (or ``data=NAME``). The ``known`` column says in which split an
 answer is a known triple. The checkpoint holds the labels (see :mod:`lightning_kge.checkpoints`),
 so labels are typed as in the training files; an unknown one gets the closest known labels.
+Labels that Hydra's grammar reads specially (``#rel``, ``NULL``, ``a=b``, ``a,b``, ``café``) are
+quoted: ``relation="'#rel'"`` (:mod:`lightning_kge.overrides`; a misread one is refused with a
+message showing the quoting). Labels in the printed tables are escaped as
+:mod:`lightning_kge.escaping` says, so every line is one row.
 """
 
 from __future__ import annotations
@@ -19,7 +23,6 @@ from typing import Any
 
 import hydra
 import torch
-from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
 from lightning_kge import prediction
@@ -28,16 +31,22 @@ from lightning_kge.data.graph import SPLITS
 from lightning_kge.data.index import TripleIndex
 from lightning_kge.datamodule import KGEDataModule
 from lightning_kge.errors import UserError, reports_user_errors
+from lightning_kge.escaping import escape, tsv_line
 from lightning_kge.module import KGEModule
 from lightning_kge.configs import config_dir
+from lightning_kge.overrides import checked_command_line, label_value
 
 USAGE = "give head=LABEL relation=LABEL (tails), relation=LABEL tail=LABEL (heads) or triples=FILE (scores)"
+
+LABEL_KEYS = ("head", "relation", "tail")
+"""The keys whose values are labels: taken as typed (:mod:`lightning_kge.overrides`)."""
 
 
 def predict(cfg: DictConfig) -> list[dict[str, Any]]:
     """Answer the question of ``cfg`` (see the module docstring); print and return the rows."""
+    given = {key: cfg_text(cfg, key) for key in LABEL_KEYS}
+    given["triples"] = None if cfg.get("triples") is None else str(cfg.triples)
     module = load_module(cfg.ckpt, cfg.get("trust")).to(cfg.device).eval()
-    given = {key: cfg_text(cfg, key) for key in ("head", "relation", "tail", "triples")}
     if given["triples"] is not None:
         if any(given[key] is not None for key in ("head", "relation", "tail")):
             raise UserError("triples=FILE cannot be combined with head, relation or tail", "config key triples", USAGE)
@@ -68,26 +77,20 @@ def predict(cfg: DictConfig) -> list[dict[str, Any]]:
             row["known"] = known_in(indexes, triple)
         rows.append(row)
     query = (given["head"], given["relation"], "?") if side == "tail" else ("?", given["relation"], given["tail"])
-    print(f"# {side}s of ({', '.join(query)}), filter={cfg.filter}")
+    print(f"# {side}s of ({', '.join(escape(label) for label in query)}), filter={cfg.filter}")
     print_rows(rows, ["rank", side, "score"] + (["known"] if datamodule is not None else []))
     return rows
 
 
 def cfg_text(cfg: DictConfig, key: str) -> str | None:
-    """The value of ``key`` as the user typed it: labels are text, even ``1.50`` or ``true``.
+    """The value of ``key`` as the user typed it: labels are text, even ``1.50``, ``true`` or ``${x}``.
 
     Hydra reads ``head=1.50`` as the float 1.5 and ``head=true`` as a bool; a value that Hydra
-    did not read as a string is taken from the command line as written.
+    did not read as a string is taken from the command line as written, and ``${…}`` is never
+    resolved. ``head=NULL`` (null for Hydra), ``head=[a,b]`` (a list) stop with a message saying
+    how to quote the label (:func:`lightning_kge.overrides.label_value`).
     """
-    value = cfg.get(key)
-    if value is None or isinstance(value, str):
-        return value
-    if HydraConfig.initialized():
-        for override in HydraConfig.get().overrides.task:
-            name, _, text = override.partition("=")
-            if name.lstrip("+~") == key:
-                return text
-    return str(value)
+    return label_value(cfg, key)
 
 
 def question_side(given: dict[str, str | None]) -> str:
@@ -123,16 +126,17 @@ def known_in(indexes: dict[str, TripleIndex], triple: tuple[int, int, int]) -> s
 
 
 def print_rows(rows: list[dict[str, Any]], columns: list[str]) -> None:
-    """Print ``rows`` as a tab-separated table with a header line."""
-    print("\t".join(columns))
+    """Print ``rows`` as a tab-separated table with a header line, labels escaped (:mod:`lightning_kge.escaping`)."""
+    print(tsv_line(columns), end="")
     for row in rows:
-        print("\t".join(f"{row[c]:.4f}" if isinstance(row[c], float) else str(row[c]) for c in columns))
+        print(tsv_line(f"{row[c]:.4f}" if isinstance(row[c], float) else row[c] for c in columns), end="")
 
 
+@checked_command_line(LABEL_KEYS)
 @hydra.main(version_base="1.3", config_path=str(config_dir()), config_name="predict")
 @reports_user_errors
 def main(cfg: DictConfig) -> Any:
-    """Command-line entry point (Hydra)."""
+    """Command-line entry point (Hydra); labels Hydra cannot read are refused first, in one line."""
     return predict(cfg)
 
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import io
+import os
 import tempfile
 import warnings
 from collections.abc import Iterator
@@ -18,6 +20,7 @@ except ImportError:  # Windows: no lock, the other checks still apply
 import lightning as L
 from lightning.pytorch.loggers import CSVLogger
 
+from lightning_kge import atomic
 from lightning_kge.callbacks.checkpoint import Checkpoints
 from lightning_kge.errors import UserError
 
@@ -128,9 +131,11 @@ def continue_csv_logs(trainer: L.Trainer, step: int) -> None:
     """Make the trainer's CSV loggers append to the run's ``metrics.csv`` instead of replacing it.
 
     Lightning's CSV logger deletes an existing ``metrics.csv`` when it starts. Here the rows the
-    resumed run will log again (those of steps ``≥ step``) are dropped, the earlier ones are
-    written back under the old header, and the logger is told that header, so its next rows
-    are appended. Call on global rank zero before ``fit``.
+    resumed run will log again are dropped: those of steps ``≥ step``, every test row (the
+    resumed run tests at its end; a test row from before, say of a final test that was killed,
+    would be a second one) and an incomplete last row (of a process killed while writing). The
+    other rows are written back under the old header (whole or not at all), and the logger is
+    told that header, so its next rows are appended. Call on global rank zero before ``fit``.
     """
     for logger in trainer.loggers:
         if not isinstance(logger, CSVLogger):
@@ -141,16 +146,42 @@ def continue_csv_logs(trainer: L.Trainer, step: int) -> None:
         with path.open(newline="") as handle:
             reader = csv.DictReader(handle)
             header = list(reader.fieldnames or [])
-            rows = [row for row in reader if _step(row) < step]
-        path.unlink()
+            rows = [row for row in reader if kept(row, step)]
+        buffer = io.StringIO(newline="")
+        writer = csv.DictWriter(buffer, fieldnames=header)
+        writer.writeheader()
+        writer.writerows(rows)
+        atomic.write_text(path, buffer.getvalue())
         with warnings.catch_warnings():  # "previous log files ... will be deleted": not so here
             warnings.simplefilter("ignore")
-            experiment = logger.experiment
-        with path.open("w", newline="") as handle:
-            writer = csv.DictWriter(handle, fieldnames=header)
-            writer.writeheader()
-            writer.writerows(rows)
+            experiment = _experiment_keeping(logger, path)
         experiment.metrics_keys = header
+
+
+def kept(row: dict[str | None, str | None], step: int) -> bool:
+    """Whether a row of a CSV log stays when a run resumes at ``step``: complete, before it, not a test row.
+
+    Example:
+        >>> kept({"step": "3", "train/loss": "0.5", "test/mrr": ""}, 4), kept({"step": "4", "train/loss": "0.5"}, 4)
+        (True, False)
+        >>> kept({"step": "3", "test/mrr": "0.4"}, 4), kept({"step": "3", "train/loss": None}, 4)
+        (False, False)
+    """
+    if None in row or any(value is None for value in row.values()):
+        return False  # too many or too few fields: a line cut short
+    if any(key.startswith("test/") and value for key, value in row.items() if key is not None):
+        return False
+    return _step(row) < step
+
+
+def _experiment_keeping(logger: CSVLogger, path: Path) -> object:
+    """The logger's writer, created without deleting ``path`` (Lightning's deletes an existing log)."""
+    kept_aside = path.with_name(f".{path.name}.resume")
+    os.replace(path, kept_aside)
+    try:
+        return logger.experiment
+    finally:
+        os.replace(kept_aside, path)
 
 
 def _step(row: dict[str, str]) -> float:

@@ -171,12 +171,7 @@ def to_spec(obj: Any, form: Form = "target") -> dict[str, Any]:
         {'class_path': 'builtins.dict', 'init_args': {'a': 1}}
     """
     if isinstance(obj, functools.partial):
-        target, keywords = obj.func, dict(obj.keywords)
-        if obj.args:
-            if not (inspect.isclass(obj.args[-1]) and all(callable(a) for a in obj.args[:-1])):
-                raise TypeError(f"cannot describe {obj!r}: give its arguments as keywords")
-            target = obj.args[-1]  # jsonargparse: partial(wrapper, instantiator, cls, **kwargs)
-        return _spec(_path(target), keywords, form, partial=True)
+        return _spec(_path(partial_target(obj)), dict(obj.keywords), form, partial=True)
     if inspect.isroutine(obj) or inspect.isclass(obj):
         if "<" in obj.__qualname__:  # a lambda or a local function: not importable
             raise TypeError(
@@ -186,6 +181,21 @@ def to_spec(obj: Any, form: Form = "target") -> dict[str, Any]:
         return _spec(_path(obj), {}, form, partial=True)
     names = [n for n in inspect.signature(type(obj).__init__).parameters if n != "self"]
     return _spec(_path(type(obj)), {n: _argument(obj, n) for n in names}, form, partial=False)
+
+
+def partial_target(partial: functools.partial) -> Any:
+    """What a ``functools.partial`` builds: its function, or for jsonargparse's partials
+    (``partial(wrapper, instantiator, cls, **kwargs)``, what LightningCLI gives for a ``class_path``
+    callable) the class its positional arguments end with.
+
+    Raises:
+        TypeError: other positional arguments, which a spec cannot hold (give them as keywords).
+    """
+    if not partial.args:
+        return partial.func
+    if inspect.isclass(partial.args[-1]) and all(callable(a) for a in partial.args[:-1]):
+        return partial.args[-1]
+    raise TypeError(f"cannot describe {partial!r}: give its arguments as keywords")
 
 
 def _spec(path: str, args: dict[str, Any], form: Form, partial: bool) -> dict[str, Any]:

@@ -19,11 +19,11 @@ from lightning.pytorch.utilities import rank_zero_info
 from omegaconf import DictConfig
 
 from hydra_plugins.lightning_kge_optuna import optuna_sweeper
-from lightning_kge import run_dir
+from lightning_kge import atomic, run_dir
 from lightning_kge.checkpoints import check_resumable, read_checkpoint, require_file
 from lightning_kge.configs import build_trainer, checked_optimizer, config_dir, instantiate_node, test
 from lightning_kge.datamodule import KGEDataModule
-from lightning_kge.errors import ArgumentError, UserError, reports_user_errors
+from lightning_kge.errors import WRITE_ERRNOS, ArgumentError, UserError, reports_user_errors, write_failed
 from lightning_kge.module import KGEModule
 
 optuna_sweeper.register()  # hydra/sweeper=lightning_kge_optuna, also after an editable install
@@ -107,19 +107,34 @@ def objective(metrics: dict[str, float], name: str | None) -> Any:
 
 
 def fit(trainer: L.Trainer, module: KGEModule, datamodule: KGEDataModule, resume: Path | None, seed: int) -> None:
-    """``trainer.fit``, continuing from the checkpoint ``resume`` (checked first) if given."""
+    """``trainer.fit``, continuing from the checkpoint ``resume`` (checked first) if given.
+
+    A write that fails during training with an error only writes give (a full disk, ...)
+    becomes one :class:`~lightning_kge.errors.UserError` naming the file, or the run folder
+    where Lightning's error names none.
+    """
     if resume is not None:
         checkpoint = read_checkpoint(resume, key="ckpt_path", mmap=True)  # the settings only, not the tensors
         check_resumable(checkpoint, module, datamodule, str(resume), seed=seed)
         if trainer.is_global_zero:
             run_dir.continue_csv_logs(trainer, int(checkpoint.get("global_step", 0)))
         del checkpoint
-    trainer.fit(module, datamodule=datamodule, ckpt_path=None if resume is None else str(resume), weights_only=True)
+    try:
+        trainer.fit(module, datamodule=datamodule, ckpt_path=None if resume is None else str(resume), weights_only=True)
+    except OSError as error:
+        # A write that failed inside Lightning (a logger's file on a full disk): one line. Our own
+        # writes (checkpoints, reports) already raise UserErrors naming their file.
+        if error.errno not in WRITE_ERRNOS:
+            raise
+        raise write_failed(error, error.filename or trainer.default_root_dir) from None
 
 
 def final_test(trainer: L.Trainer, module: KGEModule, datamodule: KGEDataModule, weights: str,
                output_dir: Path) -> dict[str, float]:
-    """Test the final weights (``weights="last"``) or ``best.ckpt``; write which to ``test_weights.json``."""
+    """Test the final weights (``weights="last"``) or ``best.ckpt``; write which to ``test_weights.json``.
+
+    ``test_weights.json`` is written whole or not at all (:mod:`lightning_kge.atomic`).
+    """
     callback = run_dir.checkpoint_callback(trainer)
     if weights == "best":
         assert callback is not None
@@ -138,7 +153,7 @@ def final_test(trainer: L.Trainer, module: KGEModule, datamodule: KGEDataModule,
         tested = str(last) if last is not None and last.exists() else None  # a file, or a sharded folder
     if trainer.is_global_zero:
         record = {"test_weights": weights, "checkpoint": tested}
-        (output_dir / "test_weights.json").write_text(json.dumps(record, indent=2) + "\n")
+        atomic.write_text(output_dir / "test_weights.json", json.dumps(record, indent=2) + "\n")
     return metrics
 
 

@@ -1,4 +1,4 @@
-"""Rerun every bad input, config error and fault of issue 12 through the real entry points.
+"""Rerun every bad input, config error and fault of issues 12 and 20 through the real entry points.
 
 Writes the table of ``docs/reliability.md``: for each case, the command, its exit status and the
 message it gives (paths shown as ``$DIR``, the case's own folder). Each case runs in a fresh
@@ -8,17 +8,19 @@ folder on tiny data with ``trainer=cpu``.
     python scripts/reliability.py --list       # the case names
     python scripts/reliability.py NAME ...     # some cases, printed only
 
-The download cases need the countries_S1 files in ``../shared/data`` (beside the checkout);
-without them their rows say so. ``tests/test_reliability.py`` checks that the table lists
+The download cases need the countries_S1 files in ``../shared/data`` (beside the checkout), the
+full-disk cases root and a tmpfs they can mount; without them their rows say so. ``tests/test_reliability.py`` checks that the table lists
 exactly these cases and reruns the fast ones.
 """
 
 from __future__ import annotations
 
 import argparse
+import csv
 import functools
 import os
 import re
+import shlex
 import shutil
 import subprocess
 import sys
@@ -62,6 +64,10 @@ class Case:
         then: a second command run after the first (its status and message are shown after it).
         fast: part of the subset the tests rerun.
         needs: a path that must exist, else the row says it was skipped.
+        disk: ``(size, free)``: a tmpfs of ``size`` bytes is mounted at ``$DIR/disk`` after the
+            setup and filled but for ``free`` bytes (``None``: not filled); without root or
+            tmpfs the row says it was skipped.
+        after: what it left, said after the message (``$DIR`` is the case's folder).
     """
 
     name: str
@@ -72,13 +78,30 @@ class Case:
     then: list[str] | None = None
     fast: bool = False
     needs: Path | None = None
+    disk: tuple[int, int | None] | None = None
+    after: Callable[[Path], str] | None = None
 
     def command(self) -> str:
         """The command as the table shows it: ``…`` stands for the entry point's :data:`COMMON` arguments."""
-        line = f"python -m lightning_kge.{self.args[0]} … {' '.join(self.args[1:])}"
+        line = shown_command(self.args)
         if self.then:
-            line += f" ; python -m lightning_kge.{self.then[0]} … {' '.join(self.then[1:])}"
+            line += f" ; {shown_command(self.then)}"
         return " ".join([*(f"{k}={v}" for k, v in self.env.items()), line])
+
+
+def shown_command(args: list[str]) -> str:
+    """``python -m lightning_kge.<entry> … <args>`` as typed in a shell (``…``: the :data:`COMMON` arguments)."""
+    common = " …" if args[0] in COMMON else ""
+    return " ".join([f"python -m lightning_kge.{args[0]}{common}", *map(shell_word, args[1:])])
+
+
+def shell_word(arg: str) -> str:
+    """``arg`` as typed in a POSIX shell: ``key="'#x'"`` for Hydra's quotes, shell quotes where needed."""
+    if "'" in arg and not any(c in arg for c in '"$`\\!'):
+        return f'"{arg}"'
+    if "$DIR" not in arg and any(c in arg for c in "'\"$`\\!&;|<>() \t*?"):
+        return shlex.quote(arg)
+    return arg
 
 
 # --- setups -----------------------------------------------------------------------------------------
@@ -125,6 +148,54 @@ def checkpoint_bytes(data: Callable[[bytes], bytes]) -> Callable[[Path], None]:
         path = folder / "run" / "checkpoints" / "last.ckpt"
         path.write_bytes(data(path.read_bytes()))
     return setup
+
+
+def odd_labels(folder: Path) -> None:
+    """A small run in ``$DIR/run`` on nations with labels that readers, Hydra and matplotlib read specially."""
+    graph(lambda g: [rewrite(split, lambda t: rename(t, ODD))(g) for split in ("train", "valid", "test")])(folder)
+    run(["train", *TRAIN, "data=tsv", "data.path=$DIR/graph", f"hydra.run.dir={folder / 'run'}"], folder, {})
+
+
+def rename(text: str, names: dict[str, str]) -> str:
+    return "".join("\t".join(names.get(cell, cell) for cell in line.split("\t")) + "\n" for line in text.splitlines())
+
+
+def exported_labels(folder: Path) -> str:
+    """What ``$DIR/emb/entities.tsv`` holds: its lines, and whether they read back to the labels."""
+    from lightning_kge.escaping import read_tsv
+
+    path = folder / "emb" / "entities.tsv"
+    if not path.is_file():
+        return "no entities.tsv"
+    labels = {label for _, label in read_tsv(path)}
+    lines = len(path.read_text(encoding="utf-8").splitlines())
+    return (f"entities.tsv: {lines} lines (str.splitlines) for {len(labels)} entities; "
+            f"{'all' if set(ODD.values()) - set(RELATION_ODD) <= labels else 'not all'} odd labels read back")
+
+
+def count_test_rows(folder: Path) -> str:
+    """How many rows of ``$DIR/run/csv/metrics.csv`` hold test metrics."""
+    with open(folder / "run" / "csv" / "metrics.csv", newline="") as handle:
+        rows = sum(1 for row in csv.DictReader(handle) if row.get("test/mrr"))
+    return f"{rows} test row{'s' if rows != 1 else ''} in csv/metrics.csv"
+
+
+def left_files(name: str) -> Callable[[Path], str]:
+    """What is left at ``$DIR/disk/<name>``: ``no <name>``, or its files and their sizes."""
+
+    def after(folder: Path) -> str:
+        path = folder / "disk" / name
+        hidden = [p.name for p in (folder / "disk").iterdir() if p.name.startswith(".")]
+        if not path.exists():
+            found = f"no {name}"
+        elif path.is_file():
+            found = f"{name}: {path.stat().st_size} bytes"
+        else:
+            ours = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix in (".ckpt", ".json", ".tsv", ".png"))
+            found = ", ".join(f"{p.relative_to(path)} ({p.stat().st_size} bytes)" for p in ours) or f"{name}/ holds none of ours"
+        return found + (f"; hidden: {', '.join(hidden)}" if hidden else "; nothing hidden left")
+
+    return after
 
 
 def garbage(folder: Path) -> None:
@@ -174,12 +245,19 @@ def countries(change: str) -> Callable[[Path], None]:
 
 # --- the cases --------------------------------------------------------------------------------------
 
-def fault(signal: str, step: int) -> list[str]:
-    return ["+callbacks.fault._target_=faults.SignalAt", f"+callbacks.fault.step={step}", f"+callbacks.fault.signal={signal}"]
+def fault(signal: str, step: int, rank: int = 0, stage: str = "train") -> list[str]:
+    args = ["+callbacks.fault._target_=faults.SignalAt", f"+callbacks.fault.step={step}", f"+callbacks.fault.signal={signal}"]
+    return args + ([f"+callbacks.fault.rank={rank}"] if rank else []) + (["+callbacks.fault.stage=test"] if stage == "test" else [])
 
 
 MIRROR = {"LIGHTNING_KGE_MIRROR": "$MIRROR", "LIGHTNING_KGE_CACHE": "$DIR/cache"}
 LONG = "x" * 250
+ODD = {"brazil": "#x", "burma": "NULL", "china": '"quoted"', "cuba": "a\u2028b", "egypt": "back\\slash",
+       "embassy": "$\\frac{$", "treaties": "a=b"}
+"""Labels that readers, Hydra or matplotlib read specially, in place of some of nations'."""
+RELATION_ODD = ("$\\frac{$", "a=b")
+DDP = ["trainer=ddp_cpu", "trainer.max_steps=50", "trainer.strategy.timeout=20", "hydra.run.dir=$DIR/run"]
+TMPFS = 64 * 1024
 
 CASES = [
     # input files (data=tsv on a copy of nations)
@@ -243,6 +321,34 @@ CASES = [
           "hydra.run.dir=$DIR/run"],
          then=["train", *TRAIN, "trainer.max_steps=8", "callbacks.checkpoint.every_n_steps=5", f"ckpt_path={CKPT}"],
          pick=r"^(error: .*|.*continuing the run in .*)$"),
+    # full disks (a 64 KiB tmpfs at $DIR/disk; root only)
+    Case("full disk while training (run folder on the tmpfs)", ["train", *TRAIN, "trainer.max_steps=8",
+                                                                "hydra.run.dir=$DIR/disk/run"],
+         disk=(TMPFS, None), after=left_files("run")),
+    Case("full disk at evaluate (4 KiB free, no logger)", ["evaluate", f"ckpt={CKPT}", "hydra.run.dir=$DIR/disk/eval",
+                                                           "hydra.output_subdir=null", "~logger"],
+         trained, disk=(TMPFS, 4096), after=left_files("eval")),
+    Case("full disk at export (4 KiB free)", ["export", f"ckpt={CKPT}", "out=$DIR/disk/emb"], trained,
+         disk=(TMPFS, 4096), after=left_files("emb")),
+    Case("full disk at plot (4 KiB free)", ["plot", f"ckpt={CKPT}", "out=$DIR/disk/plots"], trained,
+         disk=(TMPFS, 4096), after=left_files("plots")),
+    # DDP (2 CPU processes; rank 1 gets the signal at the end of step 3)
+    Case("frozen rank under DDP (SIGSTOP), trainer.strategy.timeout=20", ["train", *TRAIN, *DDP, *fault("SIGSTOP", 3, rank=1)]),
+    Case("lost rank under DDP (SIGKILL)", ["train", *TRAIN, *DDP, *fault("SIGKILL", 3, rank=1)]),
+    # labels that TSV readers, Hydra and matplotlib read specially (#x, NULL, "quoted", U+2028, a backslash, $\frac{$, a=b)
+    Case("export of such labels, read back", ["export", f"ckpt={CKPT}", "out=$DIR/emb"], odd_labels,
+         pick=r"^(wrote .*)$", after=exported_labels),
+    Case("plot a relation labelled $\\frac{$", ["plot", f"ckpt={CKPT}", "out=$DIR/plots", "relation='$\\frac{$'",
+                                               "symmetric='a=b'"], odd_labels, pick=r"^(error: .*|wrote .*relation_phases.png)$"),
+    Case("predict with quoted labels", ["predict", f"ckpt={CKPT}", "head='#x'", "relation='a=b'", "k=2"], odd_labels,
+         pick=r"^(error: .*|# tails of .*)$"),
+    Case("predict relation=#rel, unquoted", ["predict", "ckpt=$DIR/missing.ckpt", "head=x", "relation=#rel"], fast=True),
+    Case("predict head=NULL", ["predict", "ckpt=$DIR/missing.ckpt", "head=NULL", "relation=r"], fast=True),
+    Case("kill during the final test of a resumed run, then resume", ["train", *TRAIN, f"ckpt_path={CKPT}",
+                                                                      *fault("SIGKILL", 0, stage="test"),
+                                                                      "hydra.run.dir=$DIR/run"],
+         trained, then=["train", *TRAIN, f"ckpt_path={CKPT}"], pick=r"^(error: .*|.*continuing the run in .*)$",
+         after=count_test_rows),
     # downloads (a local mirror and cache)
     Case("mirror serves train.txt with one line twice", ["train", "data=countries_s1", GRAPH[-1]], countries("duplicated"),
          env=MIRROR, needs=COUNTRIES),
@@ -261,7 +367,7 @@ def run(args: list[str], folder: Path, env: dict[str, str]) -> subprocess.Comple
     environment.update(env)
     environment["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO / "scripts"), os.environ.get("PYTHONPATH")]))
     expanded = [a.replace("$DIR", str(folder)) for a in args]
-    return subprocess.run([sys.executable, "-m", f"lightning_kge.{expanded[0]}", *COMMON[expanded[0]], *expanded[1:]],
+    return subprocess.run([sys.executable, "-m", f"lightning_kge.{expanded[0]}", *COMMON.get(expanded[0], []), *expanded[1:]],
                           cwd=folder, env=environment, capture_output=True, text=True, timeout=900)
 
 
@@ -281,10 +387,15 @@ def run_case(case: Case, root: Path) -> tuple[str, str]:
         return "-", f"(skipped: needs shared/data/{case.needs.name} beside the checkout)"
     folder = Path(tempfile.mkdtemp(dir=root)).resolve()
     server = None
+    mounted = False
     try:
         env = {k: v.replace("$DIR", str(folder)) for k, v in case.env.items()}
         if case.setup is not None:
             case.setup(folder)
+        if case.disk is not None:
+            mounted = mount_tmpfs(folder / "disk", *case.disk)
+            if not mounted:
+                return "-", "(skipped: needs root and a tmpfs it can mount)"
         if "$MIRROR" in env.values():
             server = serve(folder / "mirror")
             env = {k: v.replace("$MIRROR", f"http://127.0.0.1:{server.server_address[1]}") for k, v in env.items()}
@@ -293,12 +404,29 @@ def run_case(case: Case, root: Path) -> tuple[str, str]:
         if case.then is not None:
             again = run(case.then, folder, env)
             status, shown = f"{status}, then {again.returncode}", f"{shown} / {message(again, case.pick, folder)}"
+        if case.after is not None:
+            shown += " / " + case.after(folder).replace(str(folder), "$DIR")
         return status, shown.replace(f"http://127.0.0.1:{server.server_address[1]}", "$MIRROR") if server else shown
     finally:
         if server is not None:
             server.shutdown()
             server.server_close()
+        if mounted:
+            subprocess.run(["umount", str(folder / "disk")], check=False)
         shutil.rmtree(folder, ignore_errors=True)
+
+
+def mount_tmpfs(disk: Path, size: int, free: int | None) -> bool:
+    """Mount a tmpfs of ``size`` bytes at ``disk`` and fill it but for ``free`` bytes; ``False`` if it cannot."""
+    disk.mkdir(parents=True, exist_ok=True)
+    if os.geteuid() != 0 or shutil.which("mount") is None:
+        return False
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(disk)], capture_output=True).returncode:
+        return False
+    if free is not None:
+        stat = os.statvfs(disk)
+        (disk / "filler").write_bytes(b"\0" * max(0, stat.f_bavail * stat.f_frsize - free))
+    return True
 
 
 class _Quiet(SimpleHTTPRequestHandler):
@@ -331,7 +459,9 @@ real entry point in a fresh folder (`$DIR`) on tiny data. In the commands, `…`
 checkpoint cases first train a small nations run into `$DIR/run`. Exit status 2 is a user error
 (one line on stderr, `error: <what> (<where>): <how to fix>`, no traceback); 130 and 143 are
 SIGINT and SIGTERM after `checkpoints/last.ckpt` was saved; -9 is SIGKILL. `$MIRROR` is a local
-HTTP server standing in for a dataset mirror. `torch {torch}`.
+HTTP server standing in for a dataset mirror. The full-disk cases mount a 64 KiB tmpfs at
+`$DIR/disk` (filled but for the bytes said; root only); the DDP cases run two CPU processes. After
+a ` / `, the message says what a case left behind. `torch {torch}`.
 
 """
 

@@ -16,6 +16,7 @@ from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
 
 from lightning_kge.checkpoints import load_datamodule, load_module, saved_graph
 from lightning_kge.data.datasets import resolve_dataset
+from lightning_kge.errors import UserError
 from lightning_kge.train import train
 from runs import SMALL, config, entry, one_line_error, step_of, weights_of
 
@@ -114,8 +115,9 @@ def test_a_save_that_fails_midway_leaves_the_previous_checkpoint_whole(tmp_path:
 
     monkeypatch.setattr(TorchCheckpointIO, "save_checkpoint", killed_at_step_5)
     out = tmp_path / "run"
-    with pytest.raises(OSError, match="killed while writing"):  # last.ckpt of step 4 (validation), then 5 (end)
+    with pytest.raises(UserError, match="killed while writing") as error:  # last.ckpt of step 4, then 5 (the end)
         train(config(out, "trainer.max_steps=5"))
+    assert "last.ckpt" in str(error.value) and "\n" not in str(error.value)
     folder = out / "checkpoints"
     assert step_of(folder / "last.ckpt") == 4
     saved = weights_of(folder / "last.ckpt")

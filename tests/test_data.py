@@ -17,7 +17,6 @@ from lightning_kge.data.datasets import resolve_dataset
 from lightning_kge.data.graph import describe_duplicates, load_graph, read_entity_ids
 from lightning_kge.data.index import TripleIndex
 from lightning_kge.data.tsv import TripleFileError, normalize_label, read_labels, read_triples
-from lightning_kge.datamodule import KGEDataModule
 from lightning_kge.errors import MAX_LABEL, ArgumentError, UserError
 
 TRAIN = "a\tlikes\tb\nb\tlikes\tc\nc\thates\ta\n"

@@ -2,16 +2,22 @@
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
+from types import SimpleNamespace
 
+import lightning as L
 import pytest
 import torch
+from lightning.pytorch.trainer.states import TrainerFn
 
 from lightning_kge.batches import EvaluationBatch
 from lightning_kge.data.batches import Rows, TrainSampler
 from lightning_kge.data.distributed import UnpaddedDistributedSampler
 from lightning_kge.data.info import GraphInfo
 from lightning_kge.datamodule import KGEDataModule
+from lightning_kge.models import RotatE
+from lightning_kge.module import KGEModule
 from lightning_kge.sampling import UniformSampler
 
 
@@ -162,3 +168,70 @@ def test_training_without_a_corruption_says_what_to_give() -> None:
     dm.setup()
     with pytest.raises(RuntimeError, match="corruption"):
         dm.corrupt(dm.triples["train"][:2], torch.ones(2))
+
+
+# --- data.eval_sample --------------------------------------------------------------------------------
+
+
+def test_eval_sample_draws_the_same_triples_under_the_same_seed() -> None:
+    dm = KGEDataModule(name="nations", eval_sample=30)
+    samples = []
+    for seed in (5, 5, 6):
+        L.seed_everything(seed, verbose=False)
+        samples.append(dm.eval_rows("valid", 30).tolist())
+    assert samples[0] == samples[1] != samples[2]
+    for rows in samples:
+        assert len(rows) == 30 == len(set(rows)) and rows == sorted(rows) and max(rows) < 199
+    assert dm.eval_rows("valid", 500).tolist() == list(range(199)) == dm.eval_rows("valid").tolist()
+
+
+@pytest.mark.parametrize("world", [2, 3])
+def test_under_ddp_each_rank_ranks_its_share_of_the_sample(world: int) -> None:
+    dm = KGEDataModule(name="nations", eval_sample=31, eval_batch_size=4)
+    dm.setup()
+    L.seed_everything(2, verbose=False)
+    sample = dm.triples["valid"][dm.eval_rows("valid", 31)]
+    shares = []
+    for rank in range(world):
+        dm.trainer = SimpleNamespace(world_size=world, global_rank=rank, state=SimpleNamespace(fn=TrainerFn.FITTING))
+        shares.append(torch.cat([batch.triples for batch in dm.val_dataloader()]))
+    together = torch.cat(shares)
+    assert len(together) == 31 and {tuple(x) for x in together.tolist()} == {tuple(x) for x in sample.tolist()}
+
+
+def brute_force_mrr(model, triples: torch.Tensor, known: set[tuple[int, int, int]], num_entities: int) -> float:
+    """Filtered MRR (realistic ties) of ``triples``, ranking each side against every entity by loops."""
+    reciprocal = []
+    with torch.no_grad():
+        for h, r, t in triples.tolist():
+            for head in (True, False):
+                candidates = torch.arange(num_entities)
+                if head:
+                    scores = model.score_hrt(candidates, torch.tensor(r), torch.tensor(t)).tolist()
+                    target, others = h, [e for e in range(num_entities) if e != h and (e, r, t) not in known]
+                else:
+                    scores = model.score_hrt(torch.tensor(h), torch.tensor(r), candidates).tolist()
+                    target, others = t, [e for e in range(num_entities) if e != t and (h, r, e) not in known]
+                higher = sum(scores[e] > scores[target] for e in others)
+                equal = sum(scores[e] == scores[target] for e in others)
+                reciprocal.append(1 / (1 + higher + equal / 2))
+    return sum(reciprocal) / len(reciprocal)
+
+
+def test_validation_while_fitting_ranks_exactly_the_sample_and_validate_ranks_all() -> None:
+    sampler = UniformSampler(num_negatives=4)
+    dm = KGEDataModule(sampler.corruption(), name="nations", batch_size=64, eval_batch_size=7, eval_sample=23)
+    dm.setup()
+    L.seed_everything(4, verbose=False)
+    module = KGEModule(RotatE(dm.num_entities, dm.num_relations, dim=6), sampler.selection(), dm.info,
+                       optimizer=functools.partial(torch.optim.Adam, lr=0.05))
+    trainer = L.Trainer(accelerator="cpu", max_steps=2, val_check_interval=2, num_sanity_val_steps=0, logger=False,
+                        enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False)
+    trainer.fit(module, datamodule=dm)
+    known = {tuple(x) for s in ("train", "valid", "test") for x in dm.triples[s].tolist()}
+    sample = dm.triples["valid"][dm.eval_rows("valid", 23)]
+    assert float(trainer.callback_metrics["val/mrr"]) == pytest.approx(brute_force_mrr(module.model, sample, known, 14), abs=1e-5)
+    [validated] = trainer.validate(module, datamodule=dm, verbose=False)
+    everything = brute_force_mrr(module.model, dm.triples["valid"], known, 14)
+    assert validated["val/mrr"] == pytest.approx(everything, abs=1e-5)
+    assert abs(everything - float(brute_force_mrr(module.model, sample, known, 14))) > 1e-4  # a different set

@@ -198,6 +198,34 @@ def test_table_rows_that_no_pair_uses_get_zero_gradient(case, mode: str) -> None
     assert (grad[[0, 1, 3]].abs().sum(1) > 0).all()
 
 
+@pytest.mark.parametrize("mode", ["per_query", "shared"])
+def test_sparse_row_gradients_equal_the_touched_rows_of_the_dense_gradient(case, mode: str) -> None:
+    # RotatE's sparse path: the kernel scores against the unique candidate rows, read by a sparse lookup.
+    backend, device = case
+    query, table = inputs(device=device)
+    index = index_for(mode, device=device)
+    upstream = torch.randn(B, 7, dtype=torch.float64, generator=torch.Generator().manual_seed(3)).to(device)
+    dense = both_gradients(lambda q, t, i: rotate_distance(q, t, i, backend=backend), query, table, index, upstream)
+    weight = table.detach().clone().requires_grad_()
+    unique, inverse = torch.unique(index, return_inverse=True)
+    rows = torch.nn.functional.embedding(unique, weight, sparse=True)
+    out = rotate_distance(query, rows, inverse, backend=backend)
+    grad_query, grad_table = torch.autograd.grad(out, (query, weight), upstream)
+    assert grad_table.is_sparse
+    grad_table = grad_table.coalesce()
+    assert torch.equal(grad_table.indices()[0], unique)  # one row per touched entity, each once
+    got = on_cpu([out, grad_query, grad_table.values()])
+    expected = on_cpu([dense[0], dense[1], dense[2][unique]])
+    for a, b in zip(got, expected):
+        torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-10)
+    untouched = torch.ones(E, dtype=torch.bool, device=device)
+    untouched[unique] = False
+    assert (dense[2][untouched] == 0).all()
+    fast = backend == "triton" and device == "cpu"  # one random projection under the interpreter
+    rows = rows.detach().requires_grad_()
+    assert gradcheck(lambda q, t: rotate_distance(q, t, inverse, backend=backend), (query, rows), fast_mode=fast)
+
+
 @pytest.mark.parametrize("shape", [(B, 0), (0, 4), (0,)])
 def test_calls_without_pairs_give_empty_distances_and_zero_gradients(case, shape: tuple[int, ...]) -> None:
     backend, device = case
@@ -484,6 +512,15 @@ def test_native_build_failure_warns_once_and_says_why(monkeypatch, tmp_path) -> 
     with pytest.warns(RuntimeWarning, match="native CPU kernels are unavailable.*reference backend") as caught:
         reason = rotate_native.unavailable.__wrapped__()
     assert reason and len([w for w in caught if "native CPU kernels" in str(w.message)]) == 1
+
+
+def test_a_native_build_announces_itself_in_one_line(monkeypatch, tmp_path, capsys) -> None:
+    monkeypatch.setenv("CXX", str(tmp_path / "no-such-compiler"))
+    monkeypatch.setenv("LIGHTNING_KGE_CACHE", str(tmp_path / "cache"))
+    with pytest.warns(RuntimeWarning):
+        rotate_native.unavailable.__wrapped__()
+    lines = [line for line in capsys.readouterr().err.splitlines() if "building the native CPU kernels" in line]
+    assert len(lines) == 1 and str(tmp_path / "cache" / "kernels") in lines[0]
 
 
 # --- the Triton backend without a GPU ------------------------------------------------------------------

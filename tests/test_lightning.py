@@ -66,6 +66,14 @@ def test_plain_lightning_cli_fits_with_a_class_path_optimizer_and_tests_its_chec
         assert again[key] == pytest.approx(own[key], abs=1e-6), key
     saved = torch.load(last, weights_only=True)["hyper_parameters"]
     assert saved["optimizer"]["class_path"] == "torch.optim.adam.Adam" and saved["optimizer"]["init_args"]["lr"] == 0.01
+    validated = LightningCLI(KGEModule, KGEDataModule, args=["validate", "--config", str(config), "--ckpt_path",
+                                                              str(last), "--trainer.default_root_dir",
+                                                              str(tmp_path / "validate")])
+    assert "val/mrr" in validated.trainer.callback_metrics
+    resumed = LightningCLI(KGEModule, KGEDataModule, args=["fit", "--config", str(config), "--ckpt_path", str(last),
+                                                           "--trainer.max_steps", "12", "--trainer.default_root_dir",
+                                                           str(tmp_path / "resume")])
+    assert resumed.trainer.global_step == 12
 
 
 def metrics_of(log_dir: Path) -> dict[str, float]:

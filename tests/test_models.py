@@ -229,6 +229,71 @@ def test_gradients_flow_to_every_parameter(model: KGEModel) -> None:
         assert (model.entity.weight.grad[untouched] == 0).all()
 
 
+def test_sparse_lookups_give_the_dense_gradients_as_touched_rows(model: KGEModel) -> None:
+    # Any model, ComplexTransE included (written with no thought of sparse gradients), gets row gradients.
+    import copy
+
+    dense = copy.deepcopy(model)
+    model.use_sparse_gradients()
+    h, r, t = queries()
+    cands = torch.randint(E, (5, 3), generator=torch.Generator().manual_seed(2))
+    shared = torch.tensor([4, 0, 4])
+
+    def loss(m: KGEModel) -> torch.Tensor:
+        return (m.score_hrt(h, r, t).sum() + m.score_t(h, r, cands).pow(2).sum() + m.score_h(r, t, cands).sum()
+                + m.score_t(h, r, shared).sum())
+
+    loss(model).backward()
+    loss(dense).backward()
+    touched = {"entity": sorted(set(h.tolist()) | set(t.tolist()) | set(cands.flatten().tolist()) | {0, 4}),
+               "relation": sorted(set(r.tolist()))}
+    for (name, parameter), (_, expected) in zip(model.named_parameters(), dense.named_parameters()):
+        table = name.split(".")[0]
+        if table in touched:
+            assert parameter.grad.is_sparse, name
+            grad = parameter.grad.coalesce()
+            assert grad.indices()[0].tolist() == touched[table], name
+            torch.testing.assert_close(grad.to_dense(), expected.grad, **TOL)
+        else:  # pRotatE's modulus: a dense parameter keeps its dense gradient
+            assert not parameter.grad.is_sparse
+            torch.testing.assert_close(parameter.grad, expected.grad, **TOL)
+    model.use_sparse_gradients(False)
+    model.zero_grad()
+    loss(model).backward()
+    assert not any(p.grad.is_sparse for p in model.parameters())
+
+
+def test_reading_a_steps_rows_once_gives_the_dense_gradients_as_one_tensor_of_distinct_rows(model: KGEModel) -> None:
+    import copy
+
+    dense = copy.deepcopy(model)
+    model.use_sparse_gradients()
+    h, r, t = queries()
+    cands = torch.randint(E, (5, 3), generator=torch.Generator().manual_seed(2))
+    step = torch.cat([h, t, cands.flatten()])
+
+    def loss(m: KGEModel) -> torch.Tensor:
+        return m.score_hrt(h, r, t).sum() + m.score_t(h, r, cands).pow(2).sum() + m.score_h(r, t, cands).sum()
+
+    with model.reading_rows(step):
+        loss(model).backward()
+    loss(dense).backward()
+    grad = model.entity.weight.grad
+    assert grad.is_sparse and grad._indices()[0].tolist() == torch.unique(step).tolist()  # each row once, sorted
+    torch.testing.assert_close(grad.to_dense(), dense.entity.weight.grad, **TOL)
+    for a, b in zip(model.parameters(), dense.parameters()):
+        torch.testing.assert_close(a.grad.to_dense() if a.grad.is_sparse else a.grad, b.grad, **TOL)
+    with model.reading_rows(h), pytest.raises(IndexError, match="was not read for this step"):
+        model.score_t(h, r, cands)  # a candidate outside the step's entities
+
+
+def test_parameter_groups_name_the_tables_apart_from_the_dense_parameters(model: KGEModel) -> None:
+    groups = {g["name"]: g["params"] for g in model.parameter_groups()}
+    assert groups["tables"] == [model.entity.weight, model.relation.weight]
+    assert groups.get("dense", []) == ([model.modulus] if isinstance(model, pRotatE) else [])
+    assert sum(len(p) for p in groups.values()) == len(list(model.parameters()))
+
+
 def test_state_dict_round_trip_gives_identical_scores(model: KGEModel) -> None:
     clone = build(type(model), seed=123)
     h, r, t = queries()
@@ -404,6 +469,41 @@ def test_rotate_runs_the_distance_backend_it_is_given(record_backends, backend: 
     model.score_t(h, r, torch.randint(E, (5, 4))).sum().backward()
     model.score_h(r, t)
     assert len(record_backends) == 3 and set(record_backends) == {backend}
+
+
+@pytest.fixture
+def record_tables(monkeypatch):
+    """Records the table and ids each distance forward receives."""
+    from lightning_kge.kernels import backends
+
+    seen: list[tuple[torch.Tensor, torch.Tensor | None]] = []
+    forward = backends.forward
+
+    def recording_forward(query, table, index, backend):
+        seen.append((table, index))
+        return forward(query, table, index, backend)
+
+    monkeypatch.setattr(backends, "forward", recording_forward)
+    return seen
+
+
+def test_rotate_scores_the_whole_table_with_dense_gradients_and_the_unique_rows_with_sparse_ones(record_tables) -> None:
+    model = build(RotatE)
+    h, r, _ = queries()
+    cands = torch.tensor([[3, 7, 3], [7, 7, 1], [1, 3, 3], [3, 3, 3], [7, 1, 1]])
+    dense_scores = model.score_t(h, r, cands)
+    [(table, ids)] = record_tables
+    assert table.shape == (E, 2 * DIM) and torch.equal(ids, cands)  # the dense path: the table and ids as given
+    model.use_sparse_gradients()
+    with torch.no_grad():  # no gradient: the dense path (no unique, no host sync on CUDA)
+        model.score_t(h, r, cands)
+    assert record_tables[-1][0].shape == (E, 2 * DIM)
+    sparse_scores = model.score_t(h, r, cands)
+    table, ids = record_tables[-1]
+    assert table.shape == (3, 2 * DIM) and torch.equal(table[ids], model.entity.weight[cands])  # entities 1, 3, 7
+    torch.testing.assert_close(sparse_scores, dense_scores)
+    model.score_t(h, r)  # all entities (evaluation): the whole table
+    assert record_tables[-1][0].shape == (E, 2 * DIM) and record_tables[-1][1] is None
 
 
 def test_rotate_refuses_an_unknown_distance_backend() -> None:

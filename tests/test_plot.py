@@ -60,3 +60,17 @@ def test_default_relations_are_the_largest_the_most_inverse_and_the_most_symmetr
     child = [[4, 2, 0], [4, 2, 1], [5, 2, 2]]                    # r2: the reverse of r1 (3 of its triples)
     chosen = choose_relations(torch.tensor(sym + parent + child), 7, 3)
     assert chosen["relation"] == 1 and set(chosen["inverse"]) == {1, 2} and chosen["symmetric"] == 0
+
+
+def test_a_relation_label_with_dollar_signs_is_plotted_as_text(tmp_path_factory: pytest.TempPathFactory,
+                                                               tmp_path: Path) -> None:
+    """``$\\frac{$`` would crash matplotlib's mathtext; titles show labels as they are."""
+    pytest.importorskip("matplotlib", reason="needs the extra 'plot'")
+    from odd_labels import RELATIONS, odd_run
+
+    run = odd_run(tmp_path_factory.getbasetemp())
+    label = RELATIONS["knows"]
+    written = plot(plot_config(f"ckpt={run / 'checkpoints' / 'last.ckpt'}", f"out={tmp_path}",
+                               f"relation='{label}'", f"symmetric='{label}'"))
+    assert {p.name for p in written} >= {"relation_phases.png", "symmetric_phases.png"}
+    assert all((tmp_path / p.name).read_bytes().startswith(PNG) for p in written)

@@ -3,6 +3,7 @@ in the same folder and CSV log; a resumed run keeps the best score; what may not
 
 from __future__ import annotations
 
+import csv
 import json
 from pathlib import Path
 
@@ -135,3 +136,22 @@ def test_a_run_started_into_a_folder_where_another_run_is_writing_is_refused(tmp
     line = one_line_error(result)
     assert line == f"error: another run is writing to this folder now ({out}): wait until it ends, or choose another hydra.run.dir"
     assert not (out / "csv").exists()
+
+
+def test_a_resumed_run_killed_during_its_final_test_then_resumed_logs_one_test_row(tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    train(config(out, "trainer.max_steps=8"))
+    last = out / "checkpoints" / "last.ckpt"
+    killed = entry("train", *SMALL, "trainer.max_steps=8", f"ckpt_path={last}", "+callbacks.fault._target_=faults.SignalAt",
+                   "+callbacks.fault.stage=test", "+callbacks.fault.signal=SIGKILL", f"hydra.run.dir={out}",
+                   cwd=tmp_path, faults=True)
+    assert killed.returncode == -9, killed.stderr[-3000:]
+    assert count_test_rows(out) == 1  # the killed test's row was written (as a periodic flush of the CSV logger does)
+    train(config(out, "trainer.max_steps=8", f"ckpt_path={last}"))
+    assert count_test_rows(out) == 1
+
+
+def count_test_rows(run: Path) -> int:
+    """The rows of a run's CSV log that hold test metrics."""
+    with (run / "csv" / "metrics.csv").open(newline="") as handle:
+        return sum(1 for row in csv.DictReader(handle) if row.get("test/mrr"))

@@ -23,7 +23,6 @@ from lightning_kge.sampling import (
     Corruption,
     SampledSelection,
     SelfAdversarialSampledSampler,
-    gumbel_top_k,
 )
 from lightning_kge.train import train
 from runs import config, entry, one_line_error, weights_of

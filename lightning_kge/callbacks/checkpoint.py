@@ -9,9 +9,7 @@ training step, so after a finished run it holds the weights the final test used.
 from __future__ import annotations
 
 import math
-import os
 import re
-import shutil
 import signal
 import sys
 import threading
@@ -24,8 +22,9 @@ import torch
 from lightning.pytorch.callbacks import Checkpoint
 from lightning.pytorch.trainer.states import TrainerFn
 
+from lightning_kge.atomic import link_or_copy, replace_durably
 from lightning_kge.callbacks.divergence import DivergenceGuard, is_check_step
-from lightning_kge.errors import require
+from lightning_kge.errors import require, write_failed
 from lightning_kge.sharding import folders
 
 LAST = "last.ckpt"
@@ -56,7 +55,9 @@ class Checkpoints(Checkpoint):
       ``keep`` of them are kept (all with ``keep=None``).
 
     Each file is written under a temporary name in ``dirpath`` and renamed into place
-    (``os.replace``), so a process killed while saving leaves the previous file whole; files
+    (:mod:`lightning_kge.atomic`), so a process killed while saving leaves the previous file
+    whole, and a save that fails (a full disk) stops the run with one line
+    (``no space left on device (PATH): …``), the previous files whole too; files
     holding the same weights are hard links (copies where links are not possible). The first
     SIGINT or SIGTERM during training saves ``last.ckpt`` at the end of the current step and
     stops with :class:`Interrupted` (a second one acts at once, as usual). The best score is
@@ -247,9 +248,12 @@ class Checkpoints(Checkpoint):
         try:
             trainer.save_checkpoint(scratch, weights_only=False)
             if trainer.is_global_zero:
-                replace_durably(scratch, target)
+                # a folder (a sharded checkpoint, strategy=torchrec) is published by a link renamed into place
+                (folders.publish if scratch.is_dir() else replace_durably)(scratch, target)
                 for name in names[1:]:
-                    link_or_copy(target, self.dirpath / name)
+                    (folders.link if target.is_dir() else link_or_copy)(target, self.dirpath / name)
+        except OSError as error:  # a full disk: one line; the previous files stay whole
+            raise write_failed(error, target) from None
         finally:
             if trainer.is_global_zero:
                 folders.remove(scratch)
@@ -262,8 +266,11 @@ class Checkpoints(Checkpoint):
         """Make ``last.ckpt`` hold the file ``checkpoint`` (global rank zero), unless it is that file."""
         last = self.dirpath / LAST
         if trainer.is_global_zero and not (last.exists() and last.resolve() == checkpoint.resolve()):
-            self.dirpath.mkdir(parents=True, exist_ok=True)
-            link_or_copy(checkpoint, last)
+            try:
+                self.dirpath.mkdir(parents=True, exist_ok=True)
+                (folders.link if checkpoint.is_dir() else link_or_copy)(checkpoint, last)
+            except OSError as error:
+                raise write_failed(error, last) from None
         self.last_model_path = str(last)
 
     def prune(self, trainer: L.Trainer) -> None:
@@ -279,38 +286,3 @@ def step_checkpoints(folder: Path) -> list[Path]:
     """The ``step<N>.ckpt`` files in ``folder``, oldest (smallest ``N``) first."""
     found = [(int(m[1]), p) for p in folder.glob("step*.ckpt") if (m := STEP.fullmatch(p.name))]
     return [p for _, p in sorted(found)]
-
-
-def replace_durably(source: Path, target: Path) -> None:
-    """Flush ``source`` to disk, then rename it to ``target`` (atomic on one file system); a folder (a sharded
-    checkpoint) is published by a link (:func:`lightning_kge.sharding.folders.publish`)."""
-    if source.is_dir():
-        folders.publish(source, target)
-        return
-    with open(source, "rb") as handle:
-        os.fsync(handle.fileno())
-    os.replace(source, target)
-    if hasattr(os, "O_DIRECTORY"):
-        folder = os.open(target.parent, os.O_RDONLY | os.O_DIRECTORY)
-        try:
-            os.fsync(folder)
-        finally:
-            os.close(folder)
-
-
-def link_or_copy(source: Path, target: Path) -> None:
-    """Make ``target`` hold ``source``'s bytes, atomically: a hard link, or a copy where links fail; for a
-    folder (a sharded checkpoint), a link to the same folder."""
-    if source.is_dir():
-        folders.link(source, target)
-        return
-    scratch = target.with_name(f".{target.name}.tmp")
-    scratch.unlink(missing_ok=True)
-    try:
-        os.link(source, scratch)
-    except OSError:
-        shutil.copyfile(source, scratch)
-    try:
-        os.replace(scratch, target)
-    finally:
-        scratch.unlink(missing_ok=True)

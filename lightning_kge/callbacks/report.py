@@ -7,10 +7,12 @@ from pathlib import Path
 
 import lightning as L
 from lightning.pytorch.trainer.states import TrainerFn
-from torch import Tensor
 
+from lightning_kge import atomic
 from lightning_kge.data.info import GraphInfo
 from lightning_kge.data.statistics import CATEGORIES
+from lightning_kge.errors import write_failed
+from lightning_kge.escaping import tsv_line
 from lightning_kge.metrics.ranking import SIDES, RankingSummary, Scores
 from lightning_kge.module import KGEModule
 
@@ -24,8 +26,11 @@ class TestReport(L.Callback):
     Writes ``metrics.json`` (every ``test/…`` value logged, e.g. ``test/mrr``, ``test/hits@10``,
     ``test/head/mrr``, ``test/1-to-N/mrr``, ``test/auc_pr``) and, with ``per_relation``,
     ``per_relation.tsv`` (queries, MRR and Hits@k per relation and side for each ``k`` of
-    ``module.hits_at``, with the relation's category). The table follows ``module.hits_at``. Being a callback, it runs inside the processes that test, so it works with
-    every strategy (``ddp`` re-launched ranks and ``ddp_spawn`` workers alike).
+    ``module.hits_at``, with the relation's category), each whole or not at all
+    (:mod:`lightning_kge.atomic`: a failed write, such as a full disk, stops with one line and leaves
+    the previous file as it was). The table follows ``module.hits_at``. Being a callback, it runs
+    inside the processes that test, so it works with every strategy (``ddp`` re-launched ranks and
+    ``ddp_spawn`` workers alike).
 
     Args:
         output_dir: the folder to write to (the Hydra run directory).
@@ -51,13 +56,16 @@ class TestReport(L.Callback):
             return
         metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith(f"{stage}/")}
         folder = Path(self.output_dir)
-        folder.mkdir(parents=True, exist_ok=True)
-        (folder / "metrics.json").write_text(json.dumps(metrics, indent=2, sort_keys=True) + "\n")
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+        except OSError as error:
+            raise write_failed(error, folder) from None
         if not isinstance(pl_module, KGEModule):
             raise TypeError(f"TestReport needs a KGEModule, got {type(pl_module).__name__}")
         summary = pl_module.rankings.get(stage)
         if self.per_relation and summary is not None and pl_module.graph is not None:
-            (folder / "per_relation.tsv").write_text(per_relation_table(summary, pl_module.graph))
+            atomic.write_text(folder / "per_relation.tsv", per_relation_table(summary, pl_module.graph))
+        atomic.write_text(folder / "metrics.json", json.dumps(metrics, indent=2, sort_keys=True) + "\n")
         if summary is not None:
             print(format_table(summary, stage))
         if f"{stage}/auc_pr" in metrics:
@@ -68,21 +76,23 @@ class TestReport(L.Callback):
 def per_relation_table(summary: RankingSummary, graph: GraphInfo) -> str:
     """A TSV of the queries, MRR and Hits@k per relation and side, with its category.
 
+    A header line, then one line per relation with test queries; labels are escaped as
+    :mod:`lightning_kge.escaping` says (``\\t``, ``\\n``, ``\\\\``, …), so every line is one row.
+
     Args:
         summary: an evaluation's summary (its ``per_relation`` breakdown and ``hits_at``).
         graph: the relation labels and categories.
     """
     values = summary.per_relation
     metrics = ["mrr", *(f"hits@{k}" for k in summary.hits_at)]
-    header = ["relation", "category", "queries", *(f"{side}_{m}" for m in metrics for side in SIDES)]
-    lines = ["\t".join(header)]
+    lines = [tsv_line(["relation", "category", "queries", *(f"{side}_{m}" for m in metrics for side in SIDES)])]
     for r, label in enumerate(graph.relations):
         count = int(values["count"][:, r].sum())
         if count:
             cells = [label, CATEGORIES[graph.relation_categories[r]], str(count)]
             cells += [f"{float(values[m][s, r]):.4f}" for m in metrics for s in (0, 1)]
-            lines.append("\t".join(cells))
-    return "\n".join(lines) + "\n"
+            lines.append(tsv_line(cells))
+    return "".join(lines)
 
 
 def format_table(summary: RankingSummary, stage: str) -> str:

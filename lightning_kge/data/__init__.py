@@ -1,7 +1,7 @@
 """Reading, bundling and downloading knowledge graphs."""
 
 from lightning_kge.data.graph import KnowledgeGraph, describe_duplicates, load_graph
-from lightning_kge.data.index import TripleIndex
+from lightning_kge.data.index import TripleIndex, UnionIndex
 from lightning_kge.data.tsv import TripleFileError, normalize_label, read_triples
 
 __all__ = [
@@ -9,6 +9,7 @@ __all__ = [
     "load_graph",
     "describe_duplicates",
     "TripleIndex",
+    "UnionIndex",
     "TripleFileError",
     "normalize_label",
     "read_triples",

@@ -1,17 +1,24 @@
 """Download the large benchmarks once, verify them by content, and cache them.
 
-wn18rr, fb15k237 and countries_s1..s3 come from the RotatE authors' release on GitHub (or a mirror).
-Each file is downloaded under a temporary name, checked (its number of triple lines and the
-content fingerprint of its distinct triples, so neither line order nor line ends matter, but an
-added, removed, changed or duplicated line does) and only then moved to its final name in
-``<cache>/datasets/<folder>/``. A marker beside each verified file keeps the SHA-256 of its bytes;
-each later use hashes the file again, so a cached file edited in any way is checked in full again.
+wn18rr, fb15k237 and countries_s1..s3 come from the RotatE authors' release on GitHub (or a mirror),
+file by file; wikidata5m comes from its authors' archive (``wikidata5m_transductive.tar.gz``), from
+which the three split files are extracted. Each file is downloaded (or extracted) under a
+temporary name, checked (its number of triple lines and the content fingerprint of its distinct
+triples, so neither line order nor line ends matter, but an added, removed, changed or duplicated
+line does) and only then moved to its final name in ``<cache>/datasets/<folder>/``. A marker
+beside each verified file keeps the SHA-256 of its bytes; each later use hashes the file again,
+so a cached file edited in any way is checked in full again. Where no fingerprint is published
+(wikidata5m), the first download is verified by its line counts and the fingerprint it has is
+recorded in the marker; later checks compare with that record.
 """
 
 from __future__ import annotations
 
 import hashlib
 import os
+import re
+import shutil
+import tarfile
 import uuid
 import warnings
 from collections.abc import Iterator, Mapping
@@ -19,10 +26,12 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import pooch
 
 from lightning_kge.cache import CACHE_ENV, cache_dir as cache_root
-from lightning_kge.data.tsv import read_labels, read_triple_lines
+from lightning_kge.data.reader import Vocabulary, read_ids
+from lightning_kge.data.tsv import read_labels
 from lightning_kge.errors import ArgumentError, UserError
 
 try:
@@ -49,6 +58,22 @@ class DatasetDownloadError(UserError, RuntimeError):
 
 
 @dataclass(frozen=True)
+class Archive:
+    """A ``.tar.gz`` (or other tar) archive that holds a dataset's files.
+
+    Args:
+        name: its file name, fetched as ``<url>/<name>`` from a ``data.url`` or a mirror.
+        url: where its authors serve it (the whole URL).
+        members: dataset file name -> the name of the archive member it is extracted from
+            (matched by base name, wherever in the archive it is).
+    """
+
+    name: str
+    url: str
+    members: Mapping[str, str]
+
+
+@dataclass(frozen=True)
 class RemoteDataset:
     """Where one benchmark lives and what its files must hold.
 
@@ -56,9 +81,11 @@ class RemoteDataset:
         folder: folder name in the cache (as in ``shared/data``), also the folder under a mirror.
         url: default base URL; file ``f`` is fetched from ``f"{url}/{f}"``.
         fingerprints: triple file name -> first 16 hex digits of its :func:`content_fingerprint`
-            (distinct triples).
+            (distinct triples), or ``None`` where none is published: the first download is then
+            verified by its count, and its fingerprint recorded and checked on later uses.
         counts: triple file name -> number of triple lines it must hold (duplicates included).
         labels: label-list file name -> number of non-empty lines it must hold.
+        archive: the archive the files come from, or ``None`` (each file from ``url``).
 
     Example:
         >>> DATASETS["countries_s1"].files
@@ -71,24 +98,31 @@ class RemoteDataset:
 
     folder: str
     url: str
-    fingerprints: Mapping[str, str]
+    fingerprints: Mapping[str, str | None]
     counts: Mapping[str, int]
     labels: Mapping[str, int] = field(default_factory=dict)
+    archive: Archive | None = None
 
     def __post_init__(self) -> None:
         if set(self.fingerprints) != set(self.counts):
             raise ValueError("fingerprints and counts must name the same triple files")
+        if self.archive is not None and set(self.archive.members) != set(self.files):
+            raise ValueError("the archive must name a member for every file")
 
     @property
     def files(self) -> tuple[str, ...]:
         """All file names, triple files first."""
         return (*self.fingerprints, *self.labels)
 
-    def expected(self, file: str) -> str:
-        """What ``file`` must hold, in words: ``1,111 triple lines, fingerprint 2087ee71…``."""
+    def expected(self, file: str, fingerprint: str | None = None) -> str:
+        """What ``file`` must hold, in words: ``1,111 triple lines, fingerprint 2087ee71…``
+        (``fingerprint``: the one recorded where none is published)."""
         if file in self.labels:
             return f"{self.labels[file]:,} labels"
-        return f"{self.counts[file]:,} triple lines, fingerprint {self.fingerprints[file]}"
+        published = self.fingerprints[file]
+        if published is None:
+            return f"{self.counts[file]:,} triple lines, fingerprint {fingerprint} ({RECORDED})"
+        return f"{self.counts[file]:,} triple lines, fingerprint {published}"
 
 
 def _dataset(
@@ -106,6 +140,23 @@ def _countries(level: int, train: tuple[str, int]) -> RemoteDataset:
     return _dataset(folder, folder, splits, regions=True)
 
 
+RECORDED = "recorded at its first download: none is published"
+
+WIKIDATA5M = RemoteDataset(
+    "wikidata5m",
+    "https://www.dropbox.com/s/6sbhm0rwo4l73jq",
+    fingerprints={"train.txt": None, "valid.txt": None, "test.txt": None},
+    counts={"train.txt": 20_614_279, "valid.txt": 5_163, "test.txt": 5_133},
+    archive=Archive(
+        "wikidata5m_transductive.tar.gz",
+        "https://www.dropbox.com/s/6sbhm0rwo4l73jq/wikidata5m_transductive.tar.gz?dl=1",
+        {f"{split}.txt": f"wikidata5m_transductive_{split}.txt" for split in ("train", "valid", "test")},
+    ),
+)
+"""Wikidata5M, transductive split (Wang et al., KEPLER, TACL 2021): the archive linked from
+https://deepgraphlearning.github.io/project/wikidata5m; the counts are the triples per split
+published there. No checksum is published (see :class:`RemoteDataset`)."""
+
 # From shared/data/README.md: fingerprint prefixes ("Content fingerprints") and line counts (the
 # counts table; each countries train file holds one line twice: 1,111 lines, 1,110 distinct).
 DATASETS: dict[str, RemoteDataset] = {
@@ -122,6 +173,7 @@ DATASETS: dict[str, RemoteDataset] = {
     "countries_s1": _countries(1, ("2087ee71ebd91317", 1111)),
     "countries_s2": _countries(2, ("d4f85c19d9c801c4", 1063)),
     "countries_s3": _countries(3, ("7f6230ed084f14df", 985)),
+    "wikidata5m": WIKIDATA5M,
 }
 
 
@@ -150,14 +202,36 @@ def content_fingerprint(path: str | Path) -> str:
         'bbe582a36ecefbf1'
         >>> tmp.cleanup()
     """
-    return _fingerprint(read_triple_lines(path).triples)
+    return _content(Path(path))[1]
 
 
-def _fingerprint(triples: list[tuple[str, str, str]]) -> str:
+def _content(path: Path) -> tuple[int, str]:
+    """The number of triple lines of a file and its :func:`content_fingerprint`, in one fast read.
+
+    Labels are ranked in sorted order, so sorting id rows sorts the label tuples; the distinct
+    rows are then written out and hashed in blocks (bounded memory).
+    """
+    entities, relations = Vocabulary(), Vocabulary()
+    ids = read_ids(path, entities, relations).ids
+    ranked = []
+    for vocabulary, columns in ((entities, (0, 2)), (relations, (1,))):
+        labels = vocabulary.labels()
+        order = sorted(range(len(labels)), key=labels.__getitem__)
+        rank = np.empty(len(labels), dtype=np.int64)
+        rank[order] = np.arange(len(labels))
+        table = vocabulary.lookup(rank)
+        for column in columns:
+            ids[:, column] = table[ids[:, column]]
+        ranked.append([labels[i] for i in order])
+    entity_labels, relation_labels = ranked
+    rows = ids[np.lexsort((ids[:, 2], ids[:, 1], ids[:, 0]))]
+    distinct = rows[np.concatenate([[True], (rows[1:] != rows[:-1]).any(axis=1)])] if len(rows) else rows
     digest = hashlib.sha256()
-    for triple in sorted(set(triples)):
-        digest.update(("\t".join(triple) + "\n").encode("utf-8"))
-    return digest.hexdigest()
+    for start in range(0, len(distinct), 1 << 16):
+        block = distinct[start : start + (1 << 16)].tolist()
+        digest.update("".join(f"{entity_labels[h]}\t{relation_labels[r]}\t{entity_labels[t]}\n"
+                              for h, r, t in block).encode("utf-8"))
+    return len(ids), digest.hexdigest()
 
 
 def default_cache_dir() -> Path:
@@ -200,10 +274,11 @@ def fetch_dataset(
     on one node): one downloads under a file lock, the others wait.
 
     Args:
-        name: ``wn18rr``, ``fb15k237``, ``countries_s1``, ``countries_s2`` or ``countries_s3``,
-            or a :class:`RemoteDataset` describing another dataset.
-        url: base URL serving ``<url>/train.txt`` etc.; beats ``$LIGHTNING_KGE_MIRROR`` (which
-            serves ``<mirror>/<folder>/train.txt``), which beats the dataset's own URL.
+        name: ``wn18rr``, ``fb15k237``, ``countries_s1``, ``countries_s2``, ``countries_s3`` or
+            ``wikidata5m``, or a :class:`RemoteDataset` describing another dataset.
+        url: base URL serving ``<url>/train.txt`` etc. (or ``<url>/<archive name>`` for a dataset
+            that comes as an archive); beats ``$LIGHTNING_KGE_MIRROR`` (which serves
+            ``<mirror>/<folder>/train.txt``), which beats the dataset's own URL.
         cache_dir: files go to ``cache_dir/<folder>/``; default :func:`default_cache_dir`.
         progress: show a progress bar (needs ``tqdm``) and log each download.
 
@@ -222,37 +297,48 @@ def fetch_dataset(
             raise ArgumentError("name", name, f"one of {', '.join(DATASETS)}")
         dataset = DATASETS[key]
     mirror = os.environ.get(MIRROR_ENV)
-    base = url or (f"{mirror.rstrip('/')}/{dataset.folder}" if mirror else dataset.url)
+    override = url or (f"{mirror.rstrip('/')}/{dataset.folder}" if mirror else None)
     root = Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir()
     folder = root / dataset.folder
     if all(_cached_problem(dataset, folder / file) is None for file in dataset.files):
         return folder  # no lock needed: works in a read-only folder of hand-placed files
     folder.mkdir(parents=True, exist_ok=True)
     with _locked(folder / ".lock"):
+        bad = {}
         for file in dataset.files:
             problem = _cached_problem(dataset, folder / file)  # another process may have fetched it
             if problem is not None:
-                cached = problem if (folder / file).exists() else None
-                _download(key, dataset, f"{base.rstrip('/')}/{file}", folder / file, progress, cached)
+                bad[file] = problem if (folder / file).exists() else None
+        if dataset.archive is not None and bad:
+            source = f"{override.rstrip('/')}/{dataset.archive.name}" if override else dataset.archive.url
+            _extract(key, dataset, source, folder, bad, progress)
+        for file, cached in bad.items() if dataset.archive is None else ():
+            source = f"{(override or dataset.url).rstrip('/')}/{file}"
+            _download(key, dataset, source, folder / file, progress, cached)
     return folder
 
 
-def _problem(dataset: RemoteDataset, file: str, path: Path) -> str | None:
-    """Why ``path`` does not hold the expected content of ``file``, or None when it does."""
+def _check(dataset: RemoteDataset, file: str, path: Path, recorded: str | None = None) -> tuple[str | None, str | None]:
+    """``(problem, fingerprint)``: why ``path`` does not hold the expected content of ``file``
+    (``None`` when it does), and the first 16 hex digits of its content fingerprint (``None``
+    for a label list or an unreadable file). ``recorded``: the fingerprint recorded at the first
+    download, compared with where none is published."""
     try:
         if file in dataset.labels:
             found, expected = len(read_labels(path)), dataset.labels[file]
-            return None if found == expected else f"{found:,} labels, expected {expected:,}"
-        triples = read_triple_lines(path).triples
+            return (None if found == expected else f"{found:,} labels, expected {expected:,}"), None
+        count, fingerprint = _content(path)
     except UserError as error:  # unreadable, not UTF-8, not three columns, ...
-        return str(error)
+        return str(error), None
+    fingerprint = fingerprint[:16]
     problems = []
-    if len(triples) != dataset.counts[file]:
-        problems.append(f"{len(triples):,} triple lines, expected {dataset.counts[file]:,}")
-    found = _fingerprint(triples)[:16]
-    if found != dataset.fingerprints[file]:
-        problems.append(f"content fingerprint {found}, expected {dataset.fingerprints[file]}")
-    return "; ".join(problems) or None
+    if count != dataset.counts[file]:
+        problems.append(f"{count:,} triple lines, expected {dataset.counts[file]:,}")
+    expected = dataset.fingerprints[file] or recorded
+    if expected is not None and fingerprint != expected:
+        source = "" if dataset.fingerprints[file] else " (recorded at its first download)"
+        problems.append(f"content fingerprint {fingerprint}, expected {expected}{source}")
+    return "; ".join(problems) or None, fingerprint
 
 
 def _cached_problem(dataset: RemoteDataset, target: Path) -> str | None:
@@ -263,18 +349,30 @@ def _cached_problem(dataset: RemoteDataset, target: Path) -> str | None:
     """
     if not target.is_file():
         return "not in the cache"
-    marker = _marker(target)
+    recorded = _recorded(dataset, target)
     digest = _file_digest(target)
-    if marker.is_file() and marker.read_text() == _stamp(dataset, target.name, digest):
+    marker = _marker(target)
+    if marker.is_file() and marker.read_text() == _stamp(dataset, target.name, digest, recorded):
         return None
-    problem = _problem(dataset, target.name, target)
+    problem, fingerprint = _check(dataset, target.name, target, recorded)
     if problem is None:
-        _remember(dataset, target, digest)
+        _remember(dataset, target, digest, fingerprint)
     return problem
 
 
 def _marker(target: Path) -> Path:
     return target.with_name(f".{target.name}.verified")
+
+
+def _recorded(dataset: RemoteDataset, target: Path) -> str | None:
+    """The fingerprint the marker of ``target`` recorded, where none is published (else ``None``)."""
+    if target.name in dataset.labels or dataset.fingerprints[target.name] is not None:
+        return None
+    try:
+        found = re.search(r"fingerprint ([0-9a-f]{16}) \(", _marker(target).read_text())
+    except OSError:
+        return None
+    return found[1] if found else None
 
 
 def _file_digest(path: Path) -> str:
@@ -285,19 +383,34 @@ def _file_digest(path: Path) -> str:
     return digest.hexdigest()
 
 
-def _stamp(dataset: RemoteDataset, file: str, digest: str) -> str:
-    return f"sha256 {digest} verified as {dataset.expected(file)}\n"
+def _stamp(dataset: RemoteDataset, file: str, digest: str, fingerprint: str | None = None) -> str:
+    return f"sha256 {digest} verified as {dataset.expected(file, fingerprint)}\n"
 
 
-def _remember(dataset: RemoteDataset, target: Path, digest: str) -> None:
+def _remember(dataset: RemoteDataset, target: Path, digest: str, fingerprint: str | None = None) -> None:
     """Write the marker saying ``target`` (bytes hashing to ``digest``) was verified."""
     marker = _marker(target)
     scratch = marker.with_name(f"{marker.name}.{uuid.uuid4().hex}")
     try:
-        scratch.write_text(_stamp(dataset, target.name, digest))
+        scratch.write_text(_stamp(dataset, target.name, digest, fingerprint))
         os.replace(scratch, marker)
     except OSError:  # read-only cache: verify again next time
         scratch.unlink(missing_ok=True)
+
+
+def _fetch_url(name: str, dataset: RemoteDataset, url: str, scratch: Path, target: Path, progress: bool,
+               cached: str | None) -> None:
+    """Download ``url`` to ``scratch`` (for ``target``), or raise the error saying why not."""
+    try:
+        downloader = pooch.HTTPDownloader(progressbar=progress, chunk_size=1 << 16)
+    except ValueError:  # tqdm not installed
+        downloader = pooch.HTTPDownloader(chunk_size=1 << 16)
+    if progress:
+        pooch.get_logger().info("Downloading %s to %s", url, target)
+    try:
+        downloader(url, str(scratch), None)
+    except OSError as error:  # requests' exceptions subclass OSError
+        raise _error(name, dataset, url, target, f"download failed ({error})", cached) from error
 
 
 def _download(
@@ -308,25 +421,65 @@ def _download(
     ``cached`` is why the file already in the cache failed its check (None if there was none):
     an error then says both that and why the download did not replace it.
     """
+    recorded = _recorded(dataset, target)
     scratch = target.with_name(f".{target.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.part")
     try:
-        try:
-            downloader = pooch.HTTPDownloader(progressbar=progress, chunk_size=1 << 16)
-        except ValueError:  # tqdm not installed
-            downloader = pooch.HTTPDownloader(chunk_size=1 << 16)
-        if progress:
-            pooch.get_logger().info("Downloading %s to %s", url, target)
-        try:
-            downloader(url, str(scratch), None)
-        except OSError as error:  # requests' exceptions subclass OSError
-            raise _error(name, dataset, url, target, f"download failed ({error})", cached) from error
-        problem = _problem(dataset, target.name, scratch)
+        _fetch_url(name, dataset, url, scratch, target, progress, cached)
+        problem, fingerprint = _check(dataset, target.name, scratch, recorded)
         if problem is not None:
             raise _error(name, dataset, url, target, f"the downloaded copy has wrong content ({problem})", cached)
         os.replace(scratch, target)
     finally:
         scratch.unlink(missing_ok=True)
-    _remember(dataset, target, _file_digest(target))
+    _remember(dataset, target, _file_digest(target), fingerprint)
+
+
+def _extract(name: str, dataset: RemoteDataset, url: str, folder: Path, bad: dict[str, str | None],
+             progress: bool) -> None:
+    """Download the dataset's archive once, extract the files of ``bad`` from it (in one pass over
+    the archive, never outside ``folder``), verify each and move it into place.
+
+    ``bad`` maps each file to why its cached copy failed its check (None if there was none).
+    """
+    archive = dataset.archive
+    assert archive is not None
+    tag = f"{os.getpid()}.{uuid.uuid4().hex[:8]}"
+    scratch = folder / f".{archive.name}.{tag}.part"
+    parts = {file: folder / f".{file}.{tag}.part" for file in bad}
+    first = next(iter(bad))
+    recorded = {file: _recorded(dataset, folder / file) for file in bad}
+    try:
+        _fetch_url(name, dataset, url, scratch, folder / first, progress, bad[first])
+        wanted = {archive.members[file]: file for file in bad}
+        found: set[str] = set()
+        try:
+            with tarfile.open(scratch, "r|*") as tar:  # a stream: one pass, members extracted by name only
+                for member in tar:
+                    file = wanted.get(member.name.rsplit("/", 1)[-1])
+                    if file is None or file in found or not member.isfile():
+                        continue
+                    with tar.extractfile(member) as source, open(parts[file], "wb") as out:
+                        shutil.copyfileobj(source, out, 1 << 20)
+                    found.add(file)
+        except (tarfile.TarError, OSError, EOFError) as error:
+            raise _error(name, dataset, url, folder / first,
+                         f"the download is not a readable tar archive ({error})", bad[first]) from error
+        fingerprints = {}
+        for file, cached in bad.items():
+            if file not in found:
+                raise _error(name, dataset, url, folder / file,
+                             f"the archive holds no member {archive.members[file]}", cached)
+            problem, fingerprints[file] = _check(dataset, file, parts[file], recorded[file])
+            if problem is not None:
+                raise _error(name, dataset, url, folder / file,
+                             f"the copy extracted from the archive has wrong content ({problem})", cached)
+        for file in bad:
+            os.replace(parts[file], folder / file)
+            _remember(dataset, folder / file, _file_digest(folder / file), fingerprints[file])
+    finally:
+        scratch.unlink(missing_ok=True)
+        for part in parts.values():
+            part.unlink(missing_ok=True)
 
 
 def _error(
@@ -334,12 +487,13 @@ def _error(
 ) -> DatasetDownloadError:
     if cached is not None:
         problem = f"the cached copy {target} fails its check ({cached}), and {problem}"
+    served = (f"{dataset.folder}/{dataset.archive.name}" if dataset.archive is not None
+              else f"{dataset.folder}/train.txt, {dataset.folder}/valid.txt, ...")
     return DatasetDownloadError(
         f"dataset {name!r}, file {target.name}: {problem}",
         url,
         f"retry (the server may be briefly unreachable); or set {MIRROR_ENV}=URL to a mirror "
-        f"that serves {dataset.folder}/train.txt, {dataset.folder}/valid.txt, ...; or place the "
-        f"files ({', '.join(dataset.files)}) by hand in {target.parent}",
+        f"that serves {served}; or place the files ({', '.join(dataset.files)}) by hand in {target.parent}",
     )
 
 

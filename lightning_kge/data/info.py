@@ -4,15 +4,14 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import hashlib
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 import torch
 from torch import Tensor
 
-from lightning_kge.data.graph import SPLITS, KnowledgeGraph
-from lightning_kge.data.statistics import relation_categories
+from lightning_kge.data.graph import SPLITS, KnowledgeGraph, graph_fingerprint
+from lightning_kge.data.statistics import GraphStatistics, relation_categories
 
 
 @dataclasses.dataclass(frozen=True)
@@ -144,23 +143,33 @@ def _unpack(packed: Mapping[str, Tensor]) -> tuple[str, ...]:
     return tuple(text[a:b] for a, b in zip(starts, ends))
 
 
-def describe(graph: KnowledgeGraph, regions: Sequence[int] | None = None, source: str = "") -> GraphInfo:
+def describe(graph: KnowledgeGraph, regions: Sequence[int] | None = None, source: str = "",
+             statistics: GraphStatistics | None = None, fingerprint: str | None = None) -> GraphInfo:
     """The :class:`GraphInfo` of a loaded graph; categories are taken over all splits.
 
+    Args:
+        graph: the graph.
+        regions: candidate entity ids of the countries protocol, or ``None``.
+        source: a dataset name or folder, for messages.
+        statistics: the graph's statistics if already computed (their categories are used).
+        fingerprint: the graph's fingerprint if already computed (as :func:`fingerprint` gives it).
+
     Example:
-        >>> graph = KnowledgeGraph({"a": 0, "b": 1}, {"r": 0}, {s: torch.tensor([[0, 0, 1]]) for s in SPLITS})
+        >>> graph = KnowledgeGraph(["a", "b"], ["r"], {s: torch.tensor([[0, 0, 1]]) for s in SPLITS})
         >>> info = describe(graph)
         >>> info.entities, info.relation_categories, len(info.fingerprint)
         (('a', 'b'), (0,), 64)
     """
-    everything = torch.cat([graph.triples[s] for s in SPLITS])
-    categories = relation_categories(everything, graph.num_relations)
+    if statistics is not None:
+        categories = statistics.relation_categories
+    else:
+        categories = relation_categories(torch.cat([graph.triples[s] for s in SPLITS]), graph.num_relations)
     return GraphInfo(
-        entities=tuple(sorted(graph.entity_to_id, key=graph.entity_to_id.__getitem__)),
-        relations=tuple(sorted(graph.relation_to_id, key=graph.relation_to_id.__getitem__)),
-        relation_categories=tuple(int(c) for c in categories),
+        entities=tuple(graph.entities),
+        relations=tuple(graph.relations),
+        relation_categories=tuple(categories.tolist()),
         regions=None if regions is None else tuple(int(r) for r in regions),
-        fingerprint=fingerprint(graph),
+        fingerprint=fingerprint or graph_fingerprint(graph),
         source=source,
     )
 
@@ -169,13 +178,6 @@ def fingerprint(graph: KnowledgeGraph) -> str:
     """SHA-256 over the labels in id order and each split's id triples (in order).
 
     Two graphs have the same fingerprint exactly when they hold the same labels with the same ids
-    and the same triples per split.
+    and the same triples per split (:func:`~lightning_kge.data.graph.graph_fingerprint`).
     """
-    digest = hashlib.sha256()
-    for mapping in (graph.entity_to_id, graph.relation_to_id):
-        labels = sorted(mapping, key=mapping.__getitem__)
-        digest.update("\n".join(labels).encode("utf-8") + b"\0")
-    for split in SPLITS:
-        triples = graph.triples[split].to(torch.int64).contiguous()
-        digest.update(split.encode() + b"\0" + triples.numpy().tobytes())
-    return digest.hexdigest()
+    return graph_fingerprint(graph)

@@ -14,9 +14,10 @@ from __future__ import annotations
 import re
 import unicodedata
 import warnings
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 from lightning_kge.errors import UserError, shorten
 
@@ -130,15 +131,38 @@ def read_triples(path: str | Path) -> list[Triple]:
 def read_triple_lines(path: str | Path) -> TripleLines:
     """Like :func:`read_triples`, with each triple's line number and no warning."""
     path = Path(path)
+    triples, lines, renamed = parse_triple_lines(path, decoded_lines(path))
+    if not triples:
+        raise TripleFileError(path, None, "file holds no triples", f"write {TRIPLE_FORMAT}")
+    return TripleLines(triples, lines, len(renamed))
+
+
+def parse_triple_lines(
+    path: Path, numbered: Iterable[tuple[int, str]], header_possible: bool = True
+) -> tuple[list[Triple], list[int], set[str]]:
+    """Check and split numbered lines of ``path`` into triples, line by line (the exact reader).
+
+    Args:
+        path: the file, for messages.
+        numbered: ``(line_number, text)`` pairs, as :func:`decoded_lines` gives them.
+        header_possible: whether the first non-blank line may be a header (the start of a file).
+
+    Returns:
+        ``(triples, line_numbers, renamed)``: NFC-normalised label triples, the line of each,
+        and the distinct labels (as written) that NFC changed.
+
+    Raises:
+        TripleFileError: naming the first bad line (see :func:`read_triples`).
+    """
     triples: list[Triple] = []
     lines: list[int] = []
     renamed: set[str] = set()
-    for number, line in decoded_lines(path):
+    for number, line in numbered:
         line = line.rstrip("\n").removesuffix("\r")
         if not line.strip():
             continue
         columns = line.split("\t")
-        if not triples and _is_header(columns):
+        if header_possible and not triples and _is_header(columns):
             raise TripleFileError(
                 path, number, f"the first line is a header ({', '.join(map(shorten, columns))})",
                 "remove the header line: the file holds triples only",
@@ -163,9 +187,7 @@ def read_triple_lines(path: str | Path) -> TripleLines:
             h, r, t = map(normalize_label, columns)
         triples.append((h, r, t))
         lines.append(number)
-    if not triples:
-        raise TripleFileError(path, None, "file holds no triples", f"write {TRIPLE_FORMAT}")
-    return TripleLines(triples, lines, len(renamed))
+    return triples, lines, renamed
 
 
 def read_labels(path: str | Path) -> list[str]:
@@ -247,6 +269,17 @@ def decoded_lines(path: Path) -> Iterator[tuple[int, str]]:
     Raises:
         TripleFileError: the path is missing, a folder or unreadable, or a line is not UTF-8.
     """
+    with open_triple_file(path) as handle:
+        for number, raw in enumerate(handle, start=1):
+            yield number, decode_line(path, number, raw)
+
+
+def open_triple_file(path: Path) -> BinaryIO:
+    """``path`` opened for reading bytes.
+
+    Raises:
+        TripleFileError: the path is a folder, missing or unreadable.
+    """
     if path.is_dir():
         raise TripleFileError(
             path, None, "is a directory, not a file", f"replace it by a file with {TRIPLE_FORMAT}"
@@ -257,21 +290,27 @@ def decoded_lines(path: Path) -> Iterator[tuple[int, str]]:
             f"create it ({TRIPLE_FORMAT}) or point the data path at the folder that holds it",
         )
     try:
-        handle = path.open("rb")
+        return path.open("rb")
     except OSError as error:
         raise TripleFileError(
             path, None, f"file cannot be read ({error.strerror})", "make the file readable"
         ) from None
-    with handle:
-        for number, raw in enumerate(handle, start=1):
-            try:
-                text = raw.decode("utf-8")
-            except UnicodeDecodeError as error:
-                raise TripleFileError(
-                    path, number, f"not valid UTF-8 ({error.reason} at byte {error.start})",
-                    "save the file as UTF-8",
-                ) from None
-            yield number, text.removeprefix(BOM) if number == 1 else text
+
+
+def decode_line(path: Path, number: int, raw: bytes) -> str:
+    """Line ``number`` of ``path`` as text (a leading byte order mark dropped from line 1).
+
+    Raises:
+        TripleFileError: the line is not valid UTF-8.
+    """
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as error:
+        raise TripleFileError(
+            path, number, f"not valid UTF-8 ({error.reason} at byte {error.start})",
+            "save the file as UTF-8",
+        ) from None
+    return text.removeprefix(BOM) if number == 1 else text
 
 
 def _is_header(columns: list[str]) -> bool:

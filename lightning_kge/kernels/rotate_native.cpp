@@ -1,4 +1,5 @@
-// Native CPU kernels of the RotatE distance, built and loaded by rotate_native.py.
+// Native CPU kernels of the RotatE distance, and the row updates of the sparse optimizers, built and
+// loaded by rotate_native.py.
 //
 // Rows are real pairs [re_1 .. re_h, im_1 .. im_h]; the distance of a query row x and a table row
 // t is sum_i sqrt((x_re,i - t_re,i)^2 + (x_im,i - t_im,i)^2).
@@ -208,6 +209,165 @@ std::tuple<at::Tensor, at::Tensor> rotate_backward(const at::Tensor& grad, const
   return {threads == 1 ? parts[0] : parts.sum(0), grad_table};
 }
 
+// --- row updates of the sparse optimizers (lightning_kge.optim) ----------------------------------
+//
+// A sparse gradient is given as entries (ids[j], values[order[j]]) with ids sorted ascending, so
+// the entries of one row are adjacent (order may be empty: entry j is values row j). Each row's
+// entries are summed into g (the coalesced gradient, in the order of the entries), then the row and
+// its state are updated in one pass, row by row, with no temporary larger than one row. Rows are
+// split among torch's intra-op threads; each row belongs to one thread.
+
+std::vector<int64_t> segment_starts(const int64_t* id, int64_t n) {
+  std::vector<int64_t> start;
+  start.reserve(n + 1);
+  for (int64_t j = 0; j < n; ++j)
+    if (j == 0 || id[j] != id[j - 1]) start.push_back(j);
+  start.push_back(n);
+  return start;
+}
+
+void check_rows(const at::Tensor& param, const std::vector<at::Tensor>& state, const at::Tensor& ids,
+                const at::Tensor& order, const at::Tensor& values) {
+  TORCH_CHECK(param.device().is_cpu() && param.dim() == 2 && param.is_contiguous() &&
+                  (param.scalar_type() == at::kFloat || param.scalar_type() == at::kDouble),
+              "row updates take a contiguous (E, w) float32 or float64 CPU parameter");
+  for (const at::Tensor& s : state)
+    TORCH_CHECK(s.device().is_cpu() && s.sizes() == param.sizes() && s.is_contiguous() &&
+                    s.scalar_type() == param.scalar_type(),
+                "the optimizer state must be contiguous and shaped and typed like the parameter");
+  TORCH_CHECK(ids.device().is_cpu() && ids.dim() == 1 && ids.is_contiguous() && ids.scalar_type() == at::kLong,
+              "ids must be a contiguous int64 CPU vector");
+  TORCH_CHECK(order.numel() == 0 || (order.dim() == 1 && order.numel() == ids.numel() && order.is_contiguous() &&
+                                     order.scalar_type() == at::kLong),
+              "order must be empty or a contiguous int64 vector as long as ids");
+  TORCH_CHECK(values.dim() == 2 && values.size(1) == param.size(1) && values.is_contiguous() &&
+                  values.scalar_type() == param.scalar_type() &&
+                  (order.numel() > 0 || values.size(0) == ids.numel()),
+              "values must be contiguous (n, w) rows of the parameter's dtype, one per entry without order");
+  const int64_t* id = ids.data_ptr<int64_t>();
+  for (int64_t j = 0; j < ids.numel(); ++j) {
+    TORCH_CHECK_INDEX(id[j] >= 0 && id[j] < param.size(0), "row id ", id[j], " lies outside [0, ", param.size(0), ")");
+    TORCH_CHECK(j == 0 || id[j - 1] <= id[j], "row ids must be sorted");
+  }
+  if (order.numel() > 0) {
+    const int64_t* o = order.data_ptr<int64_t>();
+    for (int64_t j = 0; j < order.numel(); ++j)
+      TORCH_CHECK_INDEX(o[j] >= 0 && o[j] < values.size(0), "order entry ", o[j], " lies outside the values");
+  }
+}
+
+constexpr int64_t kPrefetchRows = 8;  // rows ahead whose table and state lines are requested early
+
+// Requests the w values at p (one row) into the cache ahead of use: rows lie far apart in a large
+// table, so without it each row waits for memory in turn.
+template <typename T>
+inline void prefetch_row(const T* p, int64_t w) {
+  constexpr int64_t line = 64 / sizeof(T);
+  for (int64_t i = 0; i < w; i += line) __builtin_prefetch(p + i, 1, 0);
+}
+
+// Calls update(row, g, ahead) with each row's summed gradient g (w values) and the row kPrefetchRows
+// segments ahead (-1 near the end, to prefetch), rows split among threads.
+template <typename T, typename F>
+void for_each_row(const at::Tensor& ids, const at::Tensor& order, const at::Tensor& values, F update) {
+  const int64_t n = ids.numel(), w = values.size(1);
+  const int64_t* id = ids.data_ptr<int64_t>();
+  const int64_t* o = order.numel() > 0 ? order.data_ptr<int64_t>() : nullptr;
+  const T* v = values.data_ptr<T>();
+  const std::vector<int64_t> start = segment_starts(id, n);
+  const int64_t segments = static_cast<int64_t>(start.size()) - 1;
+  at::parallel_for(0, segments, segments * w < kSerialWork ? segments + 1 : 64, [&](int64_t s0, int64_t s1) {
+    std::vector<T> g(w);
+    for (int64_t s = s0; s < s1; ++s) {
+      const int64_t ahead = s + kPrefetchRows < s1 ? id[start[s + kPrefetchRows]] : -1;
+      const int64_t first = start[s], end = start[s + 1];
+      const T* x = v + (o ? o[first] : first) * w;
+      std::copy(x, x + w, g.begin());
+      for (int64_t j = first + 1; j < end; ++j) {
+        const T* y = v + (o ? o[j] : j) * w;
+#pragma omp simd
+        for (int64_t i = 0; i < w; ++i) g[i] += y[i];
+      }
+      update(id[first], g.data(), ahead);
+    }
+  });
+}
+
+// Lazy Adam (torch.optim.SparseAdam's maths) on the rows of a sparse gradient:
+//   m = b1 m + (1 - b1) g;  v = b2 v + (1 - b2) g^2;  p -= step_size m / (sqrt(v) + eps)
+template <typename T>
+void adam_kernel(at::Tensor& param, at::Tensor& exp_avg, at::Tensor& exp_avg_sq, const at::Tensor& ids,
+                 const at::Tensor& order, const at::Tensor& values, double beta1, double beta2, T eps,
+                 T step_size) {
+  const T w1 = static_cast<T>(1.0 - beta1), b2 = static_cast<T>(beta2), w2 = static_cast<T>(1.0 - beta2);
+  const int64_t w = param.size(1);
+  T* p = param.data_ptr<T>();
+  T* m = exp_avg.data_ptr<T>();
+  T* s = exp_avg_sq.data_ptr<T>();
+  for_each_row<T>(ids, order, values, [&](int64_t row, const T* g, int64_t ahead) {
+    if (ahead >= 0) {
+      prefetch_row(p + ahead * w, w);
+      prefetch_row(m + ahead * w, w);
+      prefetch_row(s + ahead * w, w);
+    }
+    T* pr = p + row * w;
+    T* mr = m + row * w;
+    T* sr = s + row * w;
+#pragma omp simd
+    for (int64_t i = 0; i < w; ++i) {
+      const T mi = mr[i] + w1 * (g[i] - mr[i]);  // lerp, as torch's Adam
+      const T si = sr[i] * b2 + w2 * g[i] * g[i];
+      mr[i] = mi;
+      sr[i] = si;
+      pr[i] -= step_size * (mi / (std::sqrt(si) + eps));
+    }
+  });
+}
+
+// Adagrad on the rows of a sparse gradient:  s += g^2;  p -= lr g / (sqrt(s) + eps)
+template <typename T>
+void adagrad_kernel(at::Tensor& param, at::Tensor& sum, const at::Tensor& ids, const at::Tensor& order,
+                    const at::Tensor& values, T lr, T eps) {
+  const int64_t w = param.size(1);
+  T* p = param.data_ptr<T>();
+  T* s = sum.data_ptr<T>();
+  for_each_row<T>(ids, order, values, [&](int64_t row, const T* g, int64_t ahead) {
+    if (ahead >= 0) {
+      prefetch_row(p + ahead * w, w);
+      prefetch_row(s + ahead * w, w);
+    }
+    T* pr = p + row * w;
+    T* sr = s + row * w;
+#pragma omp simd
+    for (int64_t i = 0; i < w; ++i) {
+      const T si = sr[i] + g[i] * g[i];
+      sr[i] = si;
+      pr[i] -= lr * (g[i] / (std::sqrt(si) + eps));
+    }
+  });
+}
+
+void adam_rows(at::Tensor param, at::Tensor exp_avg, at::Tensor exp_avg_sq, const at::Tensor& ids,
+               const at::Tensor& order, const at::Tensor& values, double beta1, double beta2, double eps,
+               double step_size) {
+  check_rows(param, {exp_avg, exp_avg_sq}, ids, order, values);
+  if (param.scalar_type() == at::kFloat) {
+    adam_kernel<float>(param, exp_avg, exp_avg_sq, ids, order, values, beta1, beta2, eps, step_size);
+  } else {
+    adam_kernel<double>(param, exp_avg, exp_avg_sq, ids, order, values, beta1, beta2, eps, step_size);
+  }
+}
+
+void adagrad_rows(at::Tensor param, at::Tensor sum, const at::Tensor& ids, const at::Tensor& order,
+                  const at::Tensor& values, double lr, double eps) {
+  check_rows(param, {sum}, ids, order, values);
+  if (param.scalar_type() == at::kFloat) {
+    adagrad_kernel<float>(param, sum, ids, order, values, lr, eps);
+  } else {
+    adagrad_kernel<double>(param, sum, ids, order, values, lr, eps);
+  }
+}
+
 }  // namespace
 
 TORCH_LIBRARY(lightning_kge_native, m) {
@@ -215,9 +375,17 @@ TORCH_LIBRARY(lightning_kge_native, m) {
   m.def(
       "rotate_backward(Tensor grad, Tensor query, Tensor table, Tensor ids, bool need_query, "
       "bool need_table) -> (Tensor, Tensor)");
+  m.def(
+      "adam_rows(Tensor(a!) param, Tensor(b!) exp_avg, Tensor(c!) exp_avg_sq, Tensor ids, Tensor order, "
+      "Tensor values, float beta1, float beta2, float eps, float step_size) -> ()");
+  m.def(
+      "adagrad_rows(Tensor(a!) param, Tensor(b!) sum, Tensor ids, Tensor order, Tensor values, float lr, "
+      "float eps) -> ()");
 }
 
 TORCH_LIBRARY_IMPL(lightning_kge_native, CPU, m) {
   m.impl("rotate_forward", &rotate_forward);
   m.impl("rotate_backward", &rotate_backward);
+  m.impl("adam_rows", &adam_rows);
+  m.impl("adagrad_rows", &adagrad_rows);
 }

@@ -1,14 +1,17 @@
 """The native CPU backend of the RotatE distance: C++ kernels on torch's own thread pool.
 
 ``rotate_native.cpp`` is compiled on first use with ``torch.utils.cpp_extension.load`` (the C++
-compiler torch uses for extensions, and ``ninja``; about 20 s) and cached under
+compiler torch uses for extensions, and ``ninja``; about a minute on two cores, announced by one line
+on stderr) and cached under
 ``lightning_kge.cache.cache_dir("kernels")``, keyed on the source, the flags and the torch
 version; a later process loads the cached library (``torch.ops.load_library``). It
 registers two operators, ``torch.ops.lightning_kge_native.rotate_forward`` and
 ``rotate_backward``, which the custom op of :mod:`~lightning_kge.kernels.rotate_distance` calls
 for CPU tensors. They group the pairs of a call by entity (each pass reads every used table row
 once) and compute both gradients from one evaluation of ``|q_i − t_i|`` per pair; see the C++
-source for the maths.
+source for the maths. The same library holds ``adam_rows`` and ``adagrad_rows``, the row updates of
+the sparse optimizers (:mod:`lightning_kge.optim`): each touched row of a table and its state
+updated in one pass, with no temporary beyond one row.
 
 Where the build fails (no compiler, no ``ninja``), :func:`unavailable` returns why, after one
 warning; ``backend="auto"`` then uses the reference backend and ``backend="native"`` raises.
@@ -20,6 +23,7 @@ import functools
 import hashlib
 import os
 import shutil
+import sys
 import warnings
 from pathlib import Path
 
@@ -86,6 +90,8 @@ def unavailable() -> str | None:
 
         _find_ninja()
         folder.mkdir(parents=True, exist_ok=True)
+        print(f"lightning_kge: building the native CPU kernels of rotate_distance into {folder} (once per source and "
+              "torch version; about a minute)", file=sys.stderr, flush=True)
         cpp_extension.load(
             name=name,
             sources=[str(SOURCE)],

@@ -27,7 +27,8 @@ class ComplEx(BilinearModel):
     relation_multiple = 2
 
     def tail_query(self, h: Tensor, r: Tensor) -> Tensor:
-        return complex_product(complex_halves(self.entity(h)), complex_halves(self.relation(r)))
+        return complex_product(complex_halves(self.entity_rows(h)), complex_halves(self.relation_rows(r)))
 
     def head_query(self, r: Tensor, t: Tensor) -> Tensor:
-        return complex_product(complex_halves(self.entity(t)), complex_halves(self.relation(r)), conjugate=True)
+        return complex_product(complex_halves(self.entity_rows(t)), complex_halves(self.relation_rows(r)),
+                               conjugate=True)

@@ -21,7 +21,7 @@ class DistMult(BilinearModel):
     """
 
     def tail_query(self, h: Tensor, r: Tensor) -> Tensor:
-        return self.entity(h) * self.relation(r)
+        return self.entity_rows(h) * self.relation_rows(r)
 
     def head_query(self, r: Tensor, t: Tensor) -> Tensor:
-        return self.entity(t) * self.relation(r)
+        return self.entity_rows(t) * self.relation_rows(r)

@@ -22,6 +22,9 @@ class RotatE(KGEModel):
 
     Candidates are scored by :func:`~lightning_kge.kernels.rotate_distance.rotate_distance`,
     which never holds a ``(batch, candidates, dim)`` tensor; training and evaluation share it.
+    With sparse row gradients (:meth:`~KGEModel.use_sparse_gradients`) the kernel scores against
+    the unique candidate rows (:meth:`~KGEModel.candidate_table`), so its table gradient is those
+    rows, not an ``(E, 2·dim)`` tensor.
 
     Args:
         num_entities: ``E``.
@@ -50,14 +53,15 @@ class RotatE(KGEModel):
 
     def relation_rotation(self, r: Tensor) -> tuple[Tensor, Tensor]:
         """``(cos θ_r, sin θ_r)``, each ``(B, dim)``."""
-        phase = self.phase(self.relation(r))
+        phase = self.phase(self.relation_rows(r))
         return torch.cos(phase), torch.sin(phase)
 
     def tail_query(self, h: Tensor, r: Tensor) -> Tensor:
-        return complex_product(complex_halves(self.entity(h)), self.relation_rotation(r))
+        return complex_product(complex_halves(self.entity_rows(h)), self.relation_rotation(r))
 
     def head_query(self, r: Tensor, t: Tensor) -> Tensor:
-        return complex_product(complex_halves(self.entity(t)), self.relation_rotation(r), conjugate=True)
+        return complex_product(complex_halves(self.entity_rows(t)), self.relation_rotation(r), conjugate=True)
 
     def score_candidates(self, query: Tensor, index: Tensor | None) -> Tensor:
-        return self.gamma - rotate_distance(query, self.entity.weight, index, backend=self.distance_backend)
+        table, ids = self.candidate_table(index)  # the whole table, or the unique candidate rows (sparse)
+        return self.gamma - rotate_distance(query, table, ids, backend=self.distance_backend)

@@ -1,7 +1,8 @@
 """``strategy=torchrec``: Lightning's DDP with the entity table sharded across processes by TorchRec + FBGEMM.
 
 A thin strategy on top of TorchRec (no Lightning strategy for it exists: torchrec#3114). What it adds to
-:class:`~lightning.pytorch.strategies.DDPStrategy`:
+the project's :class:`~lightning_kge.strategies.DDPStrategy` (Lightning's, with a timeout in seconds and
+one line naming a rank that stopped answering):
 
 - **setup (every stage)**: the model's ``entity`` table becomes a
   :class:`~lightning_kge.sharding.table.ShardedEntityTable` (rows spread over the processes, a fused
@@ -33,7 +34,6 @@ from typing import Any
 
 import lightning as L
 import torch
-from lightning.pytorch.strategies import DDPStrategy
 from lightning.pytorch.trainer.states import TrainerFn
 from torch import nn
 from torch.utils.data import DataLoader
@@ -45,6 +45,7 @@ from lightning_kge.sharding import checkpoint as sharded_checkpoint
 from lightning_kge.sharding.optimizers import FUSED_OPTIMIZERS, FusedAndDense, fused_params
 from lightning_kge.sharding.packages import require_torchrec
 from lightning_kge.sharding.table import SHARDINGS, ShardedEntityTable
+from lightning_kge.strategies import DDPStrategy
 
 SETTINGS_KEY = "lightning_kge_sharding"
 """The checkpoint entry recording the table's settings (a resumed run must use the same optimizer)."""
@@ -62,6 +63,7 @@ class TorchRecStrategy(DDPStrategy):
         table_lr: its learning rate (times the configured schedule's factor, if any).
         eps: its ``ε``.
         betas: ``(β₁, β₂)`` of ``adam`` and ``partial_rowwise_adam``.
+        timeout: seconds a process waits for the others in a collective operation (as ``strategy=ddp``).
         process_group_backend: ``None`` (nccl on GPUs, gloo on CPUs), or a backend name.
 
     Raises:
@@ -77,6 +79,7 @@ class TorchRecStrategy(DDPStrategy):
         table_lr: float = 0.1,
         eps: float = 1e-8,
         betas: tuple[float, float] = (0.9, 0.999),
+        timeout: float = 600.0,
         process_group_backend: str | None = None,
     ) -> None:
         require(sharding in SHARDINGS, "sharding", sharding, " or ".join(SHARDINGS))
@@ -86,7 +89,7 @@ class TorchRecStrategy(DDPStrategy):
         require(isinstance(eps, (int, float)) and eps > 0, "eps", eps, "a number > 0")
         require(len(betas) == 2 and all(0 <= b < 1 for b in betas), "betas", betas, "two numbers in [0, 1)")
         require_torchrec()
-        super().__init__(process_group_backend=process_group_backend)
+        super().__init__(timeout=timeout, process_group_backend=process_group_backend)
         self.sharding = sharding
         self.table_optimizer = table_optimizer
         self.table_lr = float(table_lr)
