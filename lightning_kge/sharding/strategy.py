@@ -65,6 +65,7 @@ class TorchRecStrategy(DDPStrategy):
         betas: ``(β₁, β₂)`` of ``adam`` and ``partial_rowwise_adam``.
         timeout: seconds a process waits for the others in a collective operation (as ``strategy=ddp``).
         process_group_backend: ``None`` (nccl on GPUs, gloo on CPUs), or a backend name.
+        start_method: ``popen`` (the command is run again for each process), the only one tested.
 
     Raises:
         UserError: TorchRec or FBGEMM is not installed (the message names the install command).
@@ -81,6 +82,7 @@ class TorchRecStrategy(DDPStrategy):
         betas: tuple[float, float] = (0.9, 0.999),
         timeout: float = 600.0,
         process_group_backend: str | None = None,
+        start_method: str = "popen",
     ) -> None:
         require(sharding in SHARDINGS, "sharding", sharding, " or ".join(SHARDINGS))
         require(table_optimizer in FUSED_OPTIMIZERS, "table_optimizer", table_optimizer, ", ".join(FUSED_OPTIMIZERS))
@@ -88,6 +90,8 @@ class TorchRecStrategy(DDPStrategy):
                 table_lr, "a number > 0")
         require(isinstance(eps, (int, float)) and eps > 0, "eps", eps, "a number > 0")
         require(len(betas) == 2 and all(0 <= b < 1 for b in betas), "betas", betas, "two numbers in [0, 1)")
+        require(start_method == "popen", "start_method", start_method,
+                "popen (each process runs the command again; strategy=torchrec is not tested with spawn)")
         require_torchrec()
         super().__init__(timeout=timeout, process_group_backend=process_group_backend)
         self.sharding = sharding
