@@ -3,8 +3,9 @@
 Run by ``tests/test_sharding.py`` as ``python tests/sharding_probe.py OUT``; Lightning's DDP re-runs this
 script for rank 1. For each case of :data:`CASES` each rank writes ``OUT/<case>/rank{r}.pt``: its table rows
 and the other parameters before and after training, every training batch it drew and its loss, and the test
-metrics; rank 0's trainer writes the sharded checkpoint ``OUT/<case>/final.ckpt``. ``OUT/memory/rank{r}.pt``
-holds the shard of a 400k-row table and the resident memory around its training.
+metrics; rank 0's trainer writes the sharded checkpoint ``OUT/<case>/final.ckpt``. ``OUT/divergence/rank{r}.pt``
+says how a run whose loss becomes infinite ended, ``OUT/memory/rank{r}.pt`` holds the shard of a 400k-row
+table and the resident memory around its training.
 """
 
 from __future__ import annotations
@@ -100,6 +101,27 @@ def run_case(name: str, case: dict[str, Any], out: Path) -> None:
     torch.save(recorder.record, out / name / f"rank{run.global_rank}.pt")
 
 
+def run_divergence(out: Path) -> None:
+    """A table learning rate that makes the loss infinite: the divergence guard stops every process."""
+    from lightning_kge.callbacks.divergence import DivergenceGuard, Diverged
+
+    L.seed_everything(0, verbose=False)
+    sampler = SelfAdversarialSampler(num_negatives=6)
+    datamodule = KGEDataModule(sampler.corruption(), name="nations", batch_size=128)
+    datamodule.setup()
+    model = RotatE(num_entities=14, num_relations=55, dim=4, distance_backend="reference")
+    module = KGEModule(model=model, selection=sampler.selection(), graph=datamodule.info)
+    run = trainer(TorchRecStrategy(table_optimizer="exact_sgd", table_lr=1e38), [DivergenceGuard()])
+    run.log_every_n_steps = 1
+    try:
+        run.fit(module, datamodule=datamodule)
+        outcome = "trained"
+    except Diverged as error:
+        outcome = str(error)
+    (out / "divergence").mkdir(parents=True, exist_ok=True)
+    torch.save({"outcome": outcome, "step": run.global_step}, out / "divergence" / f"rank{run.global_rank}.pt")
+
+
 def resident_bytes() -> int:
     with open("/proc/self/statm") as handle:
         return int(handle.read().split()[1]) * 4096
@@ -135,6 +157,7 @@ def run_memory(out: Path, rows: int = 400_000, width: int = 64) -> None:
 def main(out: Path) -> None:
     for name, case in CASES.items():
         run_case(name, case, out)
+    run_divergence(out)
     run_memory(out)
 
 

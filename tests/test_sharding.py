@@ -350,6 +350,13 @@ def test_export_and_predict_of_a_sharded_checkpoint_on_one_process_give_its_rows
     assert [row["tail"] for row in rows] == [module.graph.entities[i] for i in scores.argsort(descending=True)]
 
 
+def test_the_divergence_guard_stops_every_process_of_a_sharded_run(probe: Path) -> None:
+    outcomes = [torch.load(probe / "divergence" / f"rank{r}.pt") for r in (0, 1)]
+    for outcome in outcomes:
+        assert outcome["outcome"].startswith("training diverged: the training loss was not finite"), outcome
+    assert outcomes[0]["step"] == outcomes[1]["step"] < 4
+
+
 def test_each_process_holds_only_its_rows_and_the_memory_they_take(probe: Path) -> None:
     memory = [torch.load(probe / "memory" / f"rank{r}.pt") for r in (0, 1)]
     assert [(m["offset"], m["shape"]) for m in memory] == [(0, (200_000, 64)), (200_000, (200_000, 64))]
@@ -412,13 +419,24 @@ def test_a_killed_run_resumed_from_its_sharded_checkpoint_ends_as_the_uninterrup
     assert a.keys() == b.keys() and all(torch.allclose(a[k], b[k], atol=1e-6) for k in a)
 
 
-def test_a_two_process_checkpoint_resumes_on_one_process(trained: Path, tmp_path: Path) -> None:
+def test_a_two_process_checkpoint_resumes_on_one_process_and_tests_its_best_weights(trained: Path, tmp_path: Path) -> None:
     """Another number of processes: the finished 2-process run resumed by 1 process (nothing left to train)
-    loads its rows into one shard and tests them with the same metrics."""
+    loads its rows into one shard; with test_weights=best it tests best.ckpt (a folder) through the sharded
+    strategy, with the metrics of a plain 1-process evaluation of that checkpoint."""
+    import lightning as L
+
+    from lightning_kge.checkpoints import load_datamodule, load_module
+
     run = tmp_path / "run"
     shutil.copytree(trained, run, symlinks=True)
     (run / "metrics.json").unlink()
-    result = entry("train", *TRAIN, "trainer.devices=1", f"ckpt_path={run / 'checkpoints' / 'last.ckpt'}",
-                   cwd=tmp_path)
+    result = entry("train", *TRAIN, "trainer.devices=1", "test_weights=best",
+                   f"ckpt_path={run / 'checkpoints' / 'last.ckpt'}", cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-4000:]
-    assert_same_metrics(metrics(trained), metrics(run))
+    best = run / "checkpoints" / "best.ckpt"
+    assert json.loads((run / "test_weights.json").read_text())["checkpoint"] == str(best)
+    module = load_module(best)
+    trainer = L.Trainer(accelerator="cpu", devices=1, logger=False, enable_progress_bar=False,
+                        enable_model_summary=False)
+    [single] = trainer.test(module, datamodule=load_datamodule(best, module), verbose=False)
+    assert_same_metrics(single, metrics(run))
