@@ -19,6 +19,7 @@ import torch.distributed as dist
 from torch import Tensor
 
 from lightning_kge.batches import EvaluationBatch
+from lightning_kge.errors import UserError
 from lightning_kge.metrics.ranking import SIDES, Ranks, Ties
 
 
@@ -79,6 +80,25 @@ def sharded_ranks(scores: Tensor, offset: int, targets: Tensor, filter_rows: Ten
     return ranks_from_counts(counts, target_scores.isnan(), ties)
 
 
+def require_same_queries(triples: Tensor, group: Any = None) -> None:
+    """Refuse evaluation batches that differ between processes (each must rank every query on its rows).
+
+    One all-gather of a ``(2,)`` signature (the count and a weighted sum of the ids).
+    """
+    world = dist.get_world_size(group)
+    if world == 1:
+        return
+    weights = torch.arange(1, triples.numel() + 1, device=triples.device, dtype=torch.float64)
+    signature = torch.stack([torch.tensor(float(len(triples)), dtype=torch.float64, device=triples.device),
+                             (triples.reshape(-1).to(torch.float64) * weights).sum()])
+    gathered = [torch.empty_like(signature) for _ in range(world)]
+    dist.all_gather(gathered, signature, group=group)
+    if any(not torch.equal(g, gathered[0]) for g in gathered):
+        raise UserError("under strategy=torchrec every process ranks every evaluation query against its own rows, "
+                        "but the processes were given different queries", "the evaluation dataloader",
+                        "give every process the same evaluation batches (KGEDataModule's loaders do)")
+
+
 def rank_batch(module: Any, table: Any, batch: EvaluationBatch, stage: str, group: Any = None) -> None:
     """Rank the queries of ``batch`` (the same on every process) as head and tail predictions on the sharded
     ``table`` and update ``stage``'s metrics of ``module`` (a ``KGEModule``) with this process's share.
@@ -91,6 +111,7 @@ def rank_batch(module: Any, table: Any, batch: EvaluationBatch, stage: str, grou
     model = module.model
     triples = batch.triples
     world, rank = dist.get_world_size(group), dist.get_rank(group)
+    require_same_queries(triples, group)
     share = torch.arange(len(triples), device=triples.device) % world == rank
     h, r, t = triples.unbind(1)
     for side in SIDES:
