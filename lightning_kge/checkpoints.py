@@ -44,7 +44,7 @@ def load_datamodule(path: str | Path, module: KGEModule, data: DictConfig | KGED
 
         datamodule = instantiate_node(data, "data")
     else:
-        checkpoint = read_checkpoint(path)
+        checkpoint = read_checkpoint(path, mmap=True)  # the settings only
         saved = checkpoint.get(KGEDataModule.CHECKPOINT_HYPER_PARAMS_KEY)
         if saved is None:
             raise UserError("the checkpoint holds no datamodule settings", str(path), "give data=NAME")

@@ -27,9 +27,12 @@ CLI_KEYS = ("_instantiator", "_class_path")
 
 
 def require_file(path: str | Path, key: str = "ckpt") -> Path:
-    """``path`` as a :class:`Path` if it is a file, else a :class:`UserError` naming ``key``."""
+    """``path`` as a :class:`Path` if it is a file (or a sharded checkpoint folder), else a :class:`UserError`
+    naming ``key``."""
+    from lightning_kge.sharding.checkpoint import is_sharded_checkpoint
+
     path = Path(path)
-    if not path.is_file():
+    if not path.is_file() and not is_sharded_checkpoint(path):
         what = "is a directory, not a checkpoint file" if path.is_dir() else "no such checkpoint"
         raise UserError(what, str(path),
                         f"give {key}=PATH of a .ckpt file, e.g. outputs/<date>/<time>/checkpoints/last.ckpt")
@@ -42,14 +45,22 @@ def read_checkpoint(path: str | Path | IO, key: str = "ckpt", mmap: bool = False
     ``torch.load(weights_only=True)`` rebuilds only tensors and plain containers, so a file whose
     pickle names any other global (``os.system``, a class of its own) is refused without running it.
 
+    A sharded checkpoint folder (``strategy=torchrec``) is read whole on this process, as data too
+    (:func:`lightning_kge.sharding.checkpoint.read_sharded`).
+
     Args:
-        path: a ``.ckpt`` file (or an open binary file).
+        path: a ``.ckpt`` file or sharded checkpoint folder (or an open binary file).
         key: the config key that gave ``path``, for messages (``ckpt``, ``ckpt_path``).
-        mmap: map the tensors' storage instead of reading it (cheap when only metadata is needed).
+        mmap: map the tensors' storage instead of reading it (cheap when only metadata is needed); a
+            sharded folder's sharded tensors are then left out.
     """
     where = str(path) if isinstance(path, (str, Path)) else getattr(path, "name", "the checkpoint")
     if isinstance(path, (str, Path)):
         path = require_file(path, key)
+        if path.is_dir():
+            from lightning_kge.sharding.checkpoint import REST, read_sharded
+
+            return read_checkpoint(path / REST, key, mmap) if mmap else read_sharded(path)
     try:
         checkpoint = torch.load(path, map_location="cpu", weights_only=True, mmap=mmap and isinstance(path, Path))
     except Exception as error:  # noqa: BLE001 - whatever the bytes are, the answer is one line

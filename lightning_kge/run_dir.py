@@ -59,7 +59,7 @@ def run_files(trainer: L.Trainer, output_dir: Path) -> list[Path]:
     callback = checkpoint_callback(trainer)
     if callback is not None and callback.dirpath.is_dir():
         found += sorted(callback.dirpath.glob("*.ckpt"))
-    return [p for p in found if p.is_file()]
+    return [p for p in found if p.exists()]  # checkpoints are files, or folders (strategy=torchrec)
 
 
 def inside(path: Path, folder: Path) -> bool:

@@ -114,7 +114,7 @@ def fit(trainer: L.Trainer, module: KGEModule, datamodule: KGEDataModule, resume
     where Lightning's error names none.
     """
     if resume is not None:
-        checkpoint = read_checkpoint(resume, key="ckpt_path")
+        checkpoint = read_checkpoint(resume, key="ckpt_path", mmap=True)  # the settings only, not the tensors
         check_resumable(checkpoint, module, datamodule, str(resume), seed=seed)
         if trainer.is_global_zero:
             run_dir.continue_csv_logs(trainer, int(checkpoint.get("global_step", 0)))
@@ -150,7 +150,7 @@ def final_test(trainer: L.Trainer, module: KGEModule, datamodule: KGEDataModule,
     else:
         metrics = test(trainer, module, datamodule)
         last = None if callback is None else callback.dirpath / "last.ckpt"
-        tested = str(last) if last is not None and last.is_file() else None
+        tested = str(last) if last is not None and last.exists() else None  # a file, or a sharded folder
     if trainer.is_global_zero:
         record = {"test_weights": weights, "checkpoint": tested}
         atomic.write_text(output_dir / "test_weights.json", json.dumps(record, indent=2) + "\n")

@@ -25,6 +25,7 @@ from lightning.pytorch.trainer.states import TrainerFn
 from lightning_kge.atomic import link_or_copy, replace_durably
 from lightning_kge.callbacks.divergence import DivergenceGuard, is_check_step
 from lightning_kge.errors import require, write_failed
+from lightning_kge.sharding import folders
 
 LAST = "last.ckpt"
 BEST = "best.ckpt"
@@ -115,7 +116,7 @@ class Checkpoints(Checkpoint):
             return  # another criterion: its best score means nothing here
         self.best_score = state_dict.get("best_score")
         self.best_step = state_dict.get("best_step")
-        if self.best_score is not None and (self.dirpath / BEST).is_file():
+        if self.best_score is not None and (self.dirpath / BEST).exists():
             self.best_model_path = str(self.dirpath / BEST)
 
     # --- when to save -----------------------------------------------------------------------------
@@ -247,14 +248,15 @@ class Checkpoints(Checkpoint):
         try:
             trainer.save_checkpoint(scratch, weights_only=False)
             if trainer.is_global_zero:
-                replace_durably(scratch, target)
+                # a folder (a sharded checkpoint, strategy=torchrec) is published by a link renamed into place
+                (folders.publish if scratch.is_dir() else replace_durably)(scratch, target)
                 for name in names[1:]:
-                    link_or_copy(target, self.dirpath / name)
+                    (folders.link if target.is_dir() else link_or_copy)(target, self.dirpath / name)
         except OSError as error:  # a full disk: one line; the previous files stay whole
             raise write_failed(error, target) from None
         finally:
             if trainer.is_global_zero:
-                scratch.unlink(missing_ok=True)
+                folders.remove(scratch)
         self._saved_step = trainer.global_step
         self.last_model_path = str(self.dirpath / LAST)
         if guard is not None:
@@ -266,7 +268,7 @@ class Checkpoints(Checkpoint):
         if trainer.is_global_zero and not (last.exists() and last.resolve() == checkpoint.resolve()):
             try:
                 self.dirpath.mkdir(parents=True, exist_ok=True)
-                link_or_copy(checkpoint, last)
+                (folders.link if checkpoint.is_dir() else link_or_copy)(checkpoint, last)
             except OSError as error:
                 raise write_failed(error, last) from None
         self.last_model_path = str(last)
@@ -277,6 +279,7 @@ class Checkpoints(Checkpoint):
             return
         for path in step_checkpoints(self.dirpath)[: -self.keep]:
             path.unlink(missing_ok=True)
+        folders.collect(self.dirpath)
 
 
 def step_checkpoints(folder: Path) -> list[Path]:

@@ -182,10 +182,13 @@ class KGEModel(nn.Module, abc.ABC):
             (torch.Size([3, 8]), tensor([[1, 0, 1],
                     [0, 2, 2]]))
         """
-        if index is None or not self._sparse_rows():
+        if index is None:
             return self.entity.weight, index
-        if isinstance(self.entity, RowTable) and self.entity.step_rows is not None:
-            return self.entity.step_rows.table, self.entity.step_rows.positions(index)
+        step_rows = getattr(self.entity, "step_rows", None)  # a step's rows, read once (also by a sharded table)
+        if step_rows is not None:
+            return step_rows.table, step_rows.positions(index)
+        if not self._sparse_rows():
+            return self.entity.weight, index
         unique, inverse = torch.unique(index, return_inverse=True)
         return self.entity_rows(unique), inverse
 
