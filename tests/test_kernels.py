@@ -514,6 +514,24 @@ def test_native_build_failure_warns_once_and_says_why(monkeypatch, tmp_path) -> 
     assert reason and len([w for w in caught if "native CPU kernels" in str(w.message)]) == 1
 
 
+def test_native_kernels_cost_the_ids_range_not_the_table_and_zero_the_rest(monkeypatch) -> None:
+    """A chunk of consecutive ids (as evaluation scores them) in a large table: the distances and the
+    table gradient equal the reference's, with every row outside the chunk's range zero."""
+    if rotate_native.unavailable() is not None:
+        pytest.skip(f"the native kernels did not build: {rotate_native.unavailable()}")
+    generator = torch.Generator().manual_seed(3)
+    table = torch.randn(50, 8, generator=generator, dtype=torch.float64, requires_grad=True)
+    query = torch.randn(4, 8, generator=generator, dtype=torch.float64, requires_grad=True)
+    for index in (torch.arange(20, 30), torch.randint(20, 30, (4, 6), generator=generator)):
+        got = rotate_distance(query, table, index, backend="native")
+        want = rotate_distance(query, table, index, backend="reference")
+        torch.testing.assert_close(got, want)
+        weights = torch.randn(got.shape, generator=generator, dtype=torch.float64)
+        grad = torch.autograd.grad((got * weights).sum(), table)[0]
+        torch.testing.assert_close(grad, torch.autograd.grad((want * weights).sum(), table)[0])
+        assert (grad[:20] == 0).all() and (grad[30:] == 0).all()
+
+
 def test_a_native_build_announces_itself_in_one_line(monkeypatch, tmp_path, capsys) -> None:
     monkeypatch.setenv("CXX", str(tmp_path / "no-such-compiler"))
     monkeypatch.setenv("LIGHTNING_KGE_CACHE", str(tmp_path / "cache"))

@@ -26,6 +26,7 @@
 #include <ATen/ops/zeros.h>
 #include <torch/library.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <tuple>
@@ -36,24 +37,33 @@ namespace {
 constexpr int64_t kSerialWork = 1 << 15;  // pairs x dimensions below which one thread does it all
 
 struct Groups {
-  std::vector<int64_t> start;  // E + 1 offsets into entry
+  int64_t base = 0;            // the lowest id of the call: entity base + e is grouped at e
+  std::vector<int64_t> start;  // span + 1 offsets into entry, span = highest id - base + 1
   std::vector<int64_t> entry;  // positions (per-query) or columns (shared), grouped by entity
+  int64_t span() const { return static_cast<int64_t>(start.size()) - 1; }
 };
 
+// Groups the pairs of a call by entity over the range of ids it holds, not over the whole table:
+// an evaluation chunk of C consecutive ids costs O(C), whatever the table's size.
 Groups group_by_entity(const at::Tensor& ids, int64_t num_entities) {
   const int64_t n = ids.numel();
   const int64_t* id = ids.data_ptr<int64_t>();
-  Groups g;
-  g.start.assign(num_entities + 1, 0);
-  g.entry.resize(n);
+  int64_t low = num_entities, high = -1;
   for (int64_t i = 0; i < n; ++i) {
     TORCH_CHECK_INDEX(id[i] >= 0 && id[i] < num_entities, "candidate id ", id[i],
                       " lies outside [0, ", num_entities, "): ids must index rows of the table");
-    ++g.start[id[i] + 1];
+    low = std::min(low, id[i]);
+    high = std::max(high, id[i]);
   }
-  for (int64_t e = 0; e < num_entities; ++e) g.start[e + 1] += g.start[e];
+  Groups g;
+  g.base = n ? low : 0;
+  const int64_t span = n ? high - low + 1 : 0;
+  g.start.assign(span + 1, 0);
+  g.entry.resize(n);
+  for (int64_t i = 0; i < n; ++i) ++g.start[id[i] - g.base + 1];
+  for (int64_t e = 0; e < span; ++e) g.start[e + 1] += g.start[e];
   std::vector<int64_t> next(g.start.begin(), g.start.end() - 1);
-  for (int64_t i = 0; i < n; ++i) g.entry[next[id[i]]++] = i;
+  for (int64_t i = 0; i < n; ++i) g.entry[next[id[i] - g.base]++] = i;
   return g;
 }
 
@@ -102,17 +112,17 @@ void check(const at::Tensor& query, const at::Tensor& table, const at::Tensor& i
               "ids must be (B, C) or (C,)");
 }
 
-int64_t grain(int64_t pairs, int64_t h, int64_t num_entities) {
-  return pairs * h < kSerialWork ? num_entities + 1 : 1;
+int64_t grain(int64_t pairs, int64_t h, int64_t entities) {
+  return pairs * h < kSerialWork ? entities + 1 : 1;
 }
 
 template <typename T>
 void forward_kernel(const T* q, const T* t, const Groups& g, bool shared, int64_t rows, int64_t cols,
-                    int64_t h, int64_t num_entities, T* out) {
+                    int64_t h, T* out) {
   const int64_t w = 2 * h;
-  at::parallel_for(0, num_entities, grain(rows * cols, h, num_entities), [&](int64_t e0, int64_t e1) {
+  at::parallel_for(0, g.span(), grain(rows * cols, h, g.span()), [&](int64_t e0, int64_t e1) {
     for (int64_t e = e0; e < e1; ++e) {
-      const T* row = t + e * w;
+      const T* row = t + (g.base + e) * w;
       for (int64_t j = g.start[e]; j < g.start[e + 1]; ++j) {
         const int64_t p = g.entry[j];
         if (shared) {
@@ -126,13 +136,12 @@ void forward_kernel(const T* q, const T* t, const Groups& g, bool shared, int64_
 }
 
 // grad_query_parts: (threads, rows, 2h) zeros, or null (no query gradient); grad_table:
-// (num_entities, 2h), every row written, or null (no table gradient).
+// (num_entities, 2h), zeros outside the ids' range (every row of it written), or null (no table gradient).
 template <typename T>
 void backward_kernel(const T* q, const T* t, const T* grad, const Groups& g, bool shared, int64_t rows,
-                     int64_t cols, int64_t h, int64_t num_entities, int64_t threads,
-                     T* grad_query_parts, T* grad_table) {
+                     int64_t cols, int64_t h, int64_t threads, T* grad_query_parts, T* grad_table) {
   const int64_t w = 2 * h;
-  at::parallel_for(0, num_entities, grain(rows * cols, h, num_entities), [&](int64_t e0, int64_t e1) {
+  at::parallel_for(0, g.span(), grain(rows * cols, h, g.span()), [&](int64_t e0, int64_t e1) {
     const int64_t tid = at::get_thread_num();
     TORCH_INTERNAL_ASSERT(tid < threads, "thread ", tid, " of ", threads);
     std::vector<T> acc(w), sink(grad_query_parts ? 0 : w);
@@ -140,7 +149,7 @@ void backward_kernel(const T* q, const T* t, const T* grad, const Groups& g, boo
     T* gq = grad_query_parts ? grad_query_parts + tid * rows * w : sink.data();
     const int64_t qstride = grad_query_parts ? w : 0;
     for (int64_t e = e0; e < e1; ++e) {
-      const T* row = t + e * w;
+      const T* row = t + (g.base + e) * w;
       std::fill(acc.begin(), acc.end(), T(0));
       for (int64_t j = g.start[e]; j < g.start[e + 1]; ++j) {
         const int64_t p = g.entry[j];
@@ -153,7 +162,7 @@ void backward_kernel(const T* q, const T* t, const T* grad, const Groups& g, boo
         }
       }
       if (grad_table != nullptr) {
-        T* out = grad_table + e * w;
+        T* out = grad_table + (g.base + e) * w;
         const T* a = acc.data();
 #pragma omp simd
         for (int64_t i = 0; i < w; ++i) out[i] = T(0) - a[i];
@@ -171,10 +180,10 @@ at::Tensor rotate_forward(const at::Tensor& query, const at::Tensor& table, cons
   if (out.numel() == 0) return out;
   const Groups g = group_by_entity(ids, num_entities);
   if (query.scalar_type() == at::kFloat) {
-    forward_kernel(query.data_ptr<float>(), table.data_ptr<float>(), g, shared, rows, cols, h, num_entities,
+    forward_kernel(query.data_ptr<float>(), table.data_ptr<float>(), g, shared, rows, cols, h,
                    out.data_ptr<float>());
   } else {
-    forward_kernel(query.data_ptr<double>(), table.data_ptr<double>(), g, shared, rows, cols, h, num_entities,
+    forward_kernel(query.data_ptr<double>(), table.data_ptr<double>(), g, shared, rows, cols, h,
                    out.data_ptr<double>());
   }
   return out;
@@ -192,16 +201,20 @@ std::tuple<at::Tensor, at::Tensor> rotate_backward(const at::Tensor& grad, const
               "grad must be a contiguous (B, C) tensor of the query's dtype");
   const int64_t threads = at::get_num_threads();
   at::Tensor parts = at::zeros({need_query ? threads : 0, rows, w}, query.options());
-  at::Tensor grad_table = need_table ? at::empty({num_entities, w}, table.options()) : at::empty({0}, table.options());
+  at::Tensor grad_table = at::empty({0}, table.options());
   if (need_query || need_table) {
     const Groups g = group_by_entity(ids, num_entities);
+    if (need_table) {  // the kernel writes the rows of the ids' range; the others are zero
+      const bool covered = g.base == 0 && g.span() == num_entities;
+      grad_table = covered ? at::empty({num_entities, w}, table.options()) : at::zeros({num_entities, w}, table.options());
+    }
     if (query.scalar_type() == at::kFloat) {
       backward_kernel(query.data_ptr<float>(), table.data_ptr<float>(), grad.data_ptr<float>(), g, shared, rows,
-                      cols, h, num_entities, threads, need_query ? parts.data_ptr<float>() : nullptr,
+                      cols, h, threads, need_query ? parts.data_ptr<float>() : nullptr,
                       need_table ? grad_table.data_ptr<float>() : nullptr);
     } else {
       backward_kernel(query.data_ptr<double>(), table.data_ptr<double>(), grad.data_ptr<double>(), g, shared,
-                      rows, cols, h, num_entities, threads, need_query ? parts.data_ptr<double>() : nullptr,
+                      rows, cols, h, threads, need_query ? parts.data_ptr<double>() : nullptr,
                       need_table ? grad_table.data_ptr<double>() : nullptr);
     }
   }
