@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 import lightning as L
@@ -26,6 +26,24 @@ def is_check_step(trainer: L.Trainer) -> bool:
     the logged values back, so a check there adds no other wait for the device.
     """
     return trainer.global_step % max(1, int(trainer.log_every_n_steps)) == 0
+
+
+CHECK_CHUNK = 1 << 22
+"""Values tested at once by :func:`all_finite`: its temporaries stay ~50 MB whatever the table's size."""
+
+
+def all_finite(tensors: Iterable[Tensor]) -> Tensor:
+    """Whether every value of ``tensors`` is finite, as a boolean tensor on their device (no host sync).
+
+    Tested ``CHECK_CHUNK`` values at a time: ``torch.isfinite`` of a whole 2.4 GB table would hold
+    about 1.5 times its size in temporaries (its absolute values and two masks) at the peak.
+
+    Example:
+        >>> bool(all_finite([torch.ones(3), torch.tensor([1.0, float("nan")])]))
+        False
+    """
+    flags = [torch.isfinite(chunk).all() for t in tensors for chunk in t.detach().reshape(-1).split(CHECK_CHUNK)]
+    return torch.stack(flags).all() if flags else torch.tensor(True)
 
 
 class DivergenceGuard(L.Callback):
@@ -79,8 +97,7 @@ class DivergenceGuard(L.Callback):
             if first != NO_STEP:
                 raise self.error(f"the training loss was not finite (nan or inf) at step {first}")
         if pl_module is not None:
-            finite = torch.stack([torch.isfinite(p.detach()).all() for p in pl_module.parameters()]).all()
-            if not bool(finite):
+            if not bool(all_finite(pl_module.parameters())):
                 raise self.error(f"the weights were not finite (nan or inf) after step {trainer.global_step}")
 
     def error(self, what: str) -> Diverged:
