@@ -10,7 +10,6 @@ table), and the entry points: one run, one run killed by SIGTERM and resumed, a 
 from __future__ import annotations
 
 import functools
-import io
 import json
 import os
 import pickle

@@ -64,13 +64,26 @@ def filtered_ranks(
         scores = scores.index_put((filter_rows[keep], filter_cols[keep]), nan)
     higher = (scores > target_scores).sum(dim=1).to(torch.float64)
     at_least = (scores >= target_scores).sum(dim=1).to(torch.float64)
+    return tie_ranks(higher, at_least, nan_target, ties)
+
+
+def tie_ranks(higher: Tensor, at_least: Tensor, nan_target: Tensor, ties: Ties) -> Tensor:
+    """``(B,)`` ranks from the counts of unfiltered candidates scoring higher than (``higher``) and at
+    least as high as (``at_least``, the target included) each target, by the tie policy.
+
+    A NaN target is last among the unfiltered candidates (``at_least``), whatever the policy.
+    Sharded evaluation sums the counts over processes and ranks with this too.
+
+    Example:
+        >>> tie_ranks(torch.tensor([1.0, 1.0]), torch.tensor([3.0, 3.0]), torch.tensor([False, True]), "realistic")
+        tensor([2.5000, 3.0000])
+    """
     if ties == "optimistic":
         ranks = higher + 1
     elif ties == "pessimistic":
         ranks = at_least
     else:
         ranks = (higher + 1 + at_least) / 2
-    # A NaN target is last among the unfiltered candidates, whatever the tie policy.
     return torch.where(nan_target, at_least, ranks)
 
 

@@ -14,6 +14,8 @@ import shutil
 import uuid
 from pathlib import Path
 
+from lightning_kge.atomic import fsync_folder
+
 STORE = ".shards"
 """The folder beside the checkpoints' names that holds the checkpoint folders themselves."""
 
@@ -24,16 +26,7 @@ def fsync_tree(folder: Path) -> None:
         if path.is_file():
             with open(path, "rb") as handle:
                 os.fsync(handle.fileno())
-    _fsync_folder(folder)
-
-
-def _fsync_folder(folder: Path) -> None:
-    if hasattr(os, "O_DIRECTORY"):
-        handle = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
-        try:
-            os.fsync(handle)
-        finally:
-            os.close(handle)
+    fsync_folder(folder)
 
 
 def publish(scratch: Path, target: Path) -> None:
@@ -43,7 +36,7 @@ def publish(scratch: Path, target: Path) -> None:
     store.mkdir(exist_ok=True)
     kept = store / f"{target.stem}-{uuid.uuid4().hex[:12]}"
     os.replace(scratch, kept)
-    _fsync_folder(store)
+    fsync_folder(store)
     _point(target, kept)
     collect(target.parent)
 
@@ -62,7 +55,7 @@ def _point(name: Path, folder: Path) -> None:
     if name.is_dir() and not name.is_symlink():
         shutil.rmtree(name)  # a folder left by an older layout cannot be renamed over
     os.replace(scratch, name)
-    _fsync_folder(name.parent)
+    fsync_folder(name.parent)
 
 
 def collect(dirpath: Path) -> None:

@@ -20,7 +20,7 @@ from torch import Tensor
 
 from lightning_kge.batches import EvaluationBatch
 from lightning_kge.errors import UserError
-from lightning_kge.metrics.ranking import SIDES, Ranks, Ties
+from lightning_kge.metrics.ranking import SIDES, Ranks, Ties, tie_ranks
 
 
 def own_counts(scores: Tensor, target_scores: Tensor, filter_rows: Tensor | None = None,
@@ -40,20 +40,15 @@ def own_counts(scores: Tensor, target_scores: Tensor, filter_rows: Tensor | None
 
 
 def ranks_from_counts(counts: Tensor, nan_target: Tensor, ties: Ties) -> Tensor:
-    """``(B,)`` ranks from summed counts ``(B, 2)``, as :func:`~lightning_kge.metrics.ranking.filtered_ranks`.
+    """``(B,)`` ranks from summed counts ``(B, 2)`` (higher, at least), as
+    :func:`~lightning_kge.metrics.ranking.filtered_ranks` ranks them.
 
     Example:
         >>> ranks_from_counts(torch.tensor([[1.0, 3.0]], dtype=torch.float64), torch.tensor([False]), "realistic")
         tensor([2.5000], dtype=torch.float64)
     """
     higher, at_least = counts.unbind(1)
-    if ties == "optimistic":
-        ranks = higher + 1
-    elif ties == "pessimistic":
-        ranks = at_least
-    else:
-        ranks = (higher + 1 + at_least) / 2
-    return torch.where(nan_target, at_least, ranks)
+    return tie_ranks(higher, at_least, nan_target, ties)
 
 
 def sharded_ranks(scores: Tensor, offset: int, targets: Tensor, filter_rows: Tensor | None, filter_cols: Tensor | None,
