@@ -130,3 +130,17 @@ def test_bad_input_stops_the_entry_point_naming_file_line_and_problem(tmp_path: 
     last = result.stderr.strip().splitlines()[-1]
     assert last.startswith("error: expected 3 tab-separated columns, found 2 ") and f"({folder / 'test.txt'}:2):" in last
     assert "Traceback" not in result.stderr
+
+
+def test_config_dir_adds_a_users_own_option_to_a_group(tmp_path: Path) -> None:
+    """The README's ``--config-dir my_conf model=my_model``: a group option of the user's own folder."""
+    (tmp_path / "my_conf" / "model").mkdir(parents=True)
+    (tmp_path / "my_conf" / "model" / "my_model.yaml").write_text(
+        "_target_: lightning_kge.models.transe.TransE\ndim: 12\ngamma: 6.0\n")
+    out = tmp_path / "run"
+    result = run_module(["-m", "lightning_kge.train", "--config-dir", str(tmp_path / "my_conf"), "model=my_model",
+                         "trainer=cpu", "trainer.fast_dev_run=true", f"hydra.run.dir={out}"], cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    composed = (out / ".hydra" / "config.yaml").read_text()
+    assert "lightning_kge.models.transe.TransE" in composed and "dim: 12" in composed
+    assert (out / "metrics.json").is_file()
