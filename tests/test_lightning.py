@@ -216,3 +216,19 @@ def test_the_public_api_is_importable_from_the_top_level() -> None:
     assert set(lightning_kge.__all__) <= set(dir(lightning_kge))
     for name in lightning_kge.__all__:
         assert getattr(lightning_kge, name) is not None, name
+
+
+def test_kgecli_checks_a_checkpoints_classes_before_lightningcli_builds_from_them(tmp_path: Path, capsys) -> None:
+    from lightning_kge import KGECLI
+    from tiny_run import tiny_run
+
+    checkpoint = torch.load(tiny_run(tmp_path) / "checkpoints" / "last.ckpt", weights_only=True)
+    marker = tmp_path / "payload-ran"
+    checkpoint["hyper_parameters"]["lr_scheduler"] = {"class_path": "subprocess.getoutput",
+                                                      "init_args": {"cmd": f"touch {marker}"}}
+    torch.save(checkpoint, tmp_path / "evil.ckpt")
+    with pytest.raises(SystemExit) as stopped:
+        KGECLI(args=["test", "--config", str(EXAMPLE / "config.yaml"), "--ckpt_path", str(tmp_path / "evil.ckpt"),
+                     "--trainer.default_root_dir", str(tmp_path / "runs")])
+    [line] = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error:")]
+    assert stopped.value.code == 2 and "subprocess.getoutput is not allowed" in line and not marker.exists()
